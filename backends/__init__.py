@@ -1,0 +1,1 @@
+"""backends: how a clipcore model runs (eager, torchscript, cuda-fp16, ...)."""
