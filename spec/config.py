@@ -97,7 +97,9 @@ def _one_of(options: tuple) -> Callable[[Any], str | None]:
 
 def _act_kwargs(v: Any) -> str | None:
     # Only GELU takes arguments (QuickGELU has none): its tanh approximation.
-    if v is None or (isinstance(v, Mapping) and set(v) <= {"approximate"} and v.get("approximate", "none") in ("none", "tanh")):
+    if v is None:
+        return None
+    if isinstance(v, Mapping) and set(v) <= {"approximate"} and v.get("approximate", "none") in ("none", "tanh"):
         return None
     return "None or {'approximate': 'none' | 'tanh'} (the arguments of GELU)"
 
