@@ -1,7 +1,29 @@
-"""clipcore: load any CLIP checkpoint safely, infer its architecture from the tensors, run it anywhere."""
+"""clipcore: load any CLIP checkpoint safely, infer its architecture from the tensors, run it anywhere.
 
+    import clipcore
+    model, preprocess = clipcore.load("ViT-B/32")            # or a local file, in any supported format
+    image = preprocess(PIL.Image.open("cat.png")).unsqueeze(0)
+    text = clipcore.tokenize(["a cat", "a dog"])
+    logits_per_image, logits_per_text = model(image, text)
+"""
+
+from clipcore.api import available_models, create_model, default_device, load
+from clipcore.download import download
 from clipcore.errors import ClipcoreError
+from clipcore.preprocess import Preprocess
+from clipcore.tokenizer import Tokenizer, tokenize
 
 __version__ = "0.1.0"
 
-__all__ = ["ClipcoreError", "__version__"]
+__all__ = [
+    "ClipcoreError",
+    "Preprocess",
+    "Tokenizer",
+    "__version__",
+    "available_models",
+    "create_model",
+    "default_device",
+    "download",
+    "load",
+    "tokenize",
+]

@@ -39,7 +39,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcore.errors import ChecksumError, ConfigError, DownloadError, OfflineError, UnknownModelError
+from clipcore.errors import (
+    CheckpointError,
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    OfflineError,
+    UnknownModelError,
+)
 from clipcore.progress import progress_bar
 from spec.checkpoints import OPENAI_BASE_URL, KnownCheckpoint, available_models, get_checkpoint
 
@@ -50,9 +57,11 @@ except ImportError:  # not POSIX: downloads still work, but concurrent processes
 
 __all__ = [
     "DEFAULT_CACHE",
+    "LOCAL_MODELS",
     "cache_dir",
     "download",
     "known_checkpoint",
+    "local_model",
     "register_checkpoint",
     "resolve",
     "unregister_checkpoint",
@@ -76,6 +85,10 @@ _TRUE = {"1", "true", "yes", "on"}
 # Checkpoints known only to this process (a private mirror's extra files, tests): name -> entry.
 _EXTRA: dict[str, KnownCheckpoint] = {}
 
+# Models shipped inside the package (clipcore/data): name -> file name. Never downloaded, never cached.
+LOCAL_MODELS: dict[str, str] = {"demo": "demo.safetensors"}
+_PACKAGE_DATA = Path(__file__).parent / "data"
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Where files come from and where they go
@@ -84,8 +97,8 @@ _EXTRA: dict[str, KnownCheckpoint] = {}
 def register_checkpoint(checkpoint: KnownCheckpoint) -> None:
     """Let `download(checkpoint.name)` fetch `checkpoint` (its path below the mirror or OpenAI base URL, with
     the SHA-256 as the second-to-last segment, as for OpenAI's files). Official names cannot be replaced."""
-    if checkpoint.name in available_models():
-        raise ConfigError(f"{checkpoint.name!r} is a released checkpoint and cannot be re-registered",
+    if checkpoint.name in available_models() or checkpoint.name in LOCAL_MODELS:
+        raise ConfigError(f"{checkpoint.name!r} is a released or bundled checkpoint and cannot be re-registered",
                           fix="register the extra checkpoint under another name")
     if not _SHA256.fullmatch(checkpoint.sha256):
         raise ConfigError(f"checkpoint path {checkpoint.path!r} does not carry a SHA-256 as its directory",
@@ -100,12 +113,26 @@ def unregister_checkpoint(name: str) -> None:
 
 def known_checkpoint(name: str) -> KnownCheckpoint | None:
     """The registry entry for `name` (released or registered here), or None when it is not a known name."""
+    if not isinstance(name, str):
+        return None
     if name in _EXTRA:
         return _EXTRA[name]
     try:
         return get_checkpoint(name)
     except UnknownModelError:
         return None
+
+
+def local_model(name: object) -> Path | None:
+    """The package-data file of a bundled model name (see LOCAL_MODELS), or None for any other name."""
+    if not isinstance(name, str) or name not in LOCAL_MODELS:
+        return None
+    path = _PACKAGE_DATA / LOCAL_MODELS[name]
+    if not path.is_file():
+        raise CheckpointError(f"the bundled model {name!r} should be at {path}, which is missing",
+                              fix="reinstall clipcore (the file is package data), or rebuild it with "
+                                  "scripts/train_demo.py")
+    return path
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
@@ -157,7 +184,13 @@ def _check_sha256(value: str) -> str:
 
 def _mirror(mirror: str | None) -> str | None:
     base = mirror if mirror is not None else os.environ.get("CLIPCORE_MIRROR", "")
-    return _check_url(base).rstrip("/") if base and base.strip() else None
+    if not base or not base.strip():
+        return None
+    try:
+        return _check_url(base).rstrip("/")
+    except DownloadError as err:
+        raise DownloadError(f"the mirror (mirror= or CLIPCORE_MIRROR) is unusable: {err.problem}",
+                            fix="set CLIPCORE_MIRROR to an http(s) base URL with OpenAI's paths below it") from None
 
 
 def _source(what: str | KnownCheckpoint, sha256: str | None, mirror: str | None) -> _Source:
@@ -181,7 +214,8 @@ def _source(what: str | KnownCheckpoint, sha256: str | None, mirror: str | None)
         url = f"{mirrored}/{url[len(base):]}"
     segments = urllib.parse.urlsplit(url).path.split("/")
     filename = urllib.parse.unquote(segments[-1])
-    if filename in ("", ".", "..") or "\0" in filename or filename.endswith(_HELPER_SUFFIXES):
+    unsafe = "/" in filename or "\\" in filename or any(ord(c) < 0x20 for c in filename)  # ..%2F.. escapes
+    if unsafe or filename in ("", ".", "..") or filename.endswith(_HELPER_SUFFIXES):
         raise DownloadError(f"{what!r} does not end in a usable file name",
                             fix="use a URL whose path ends with the checkpoint's file name")
     if expected is None and len(segments) >= 2 and _SHA256.fullmatch(segments[-2].lower()):
@@ -481,7 +515,7 @@ class _Transfer:
                 if not complete:  # a .part finished by a process killed before its rename needs no request
                     self._attempt()
             except _Retry as err:
-                if self.size > furthest:  # an attempt that got further is not counted as a failure
+                if self.size >= furthest + _CHUNK:  # real progress (1 MiB further than ever) is not a failure
                     furthest, failures = self.size, 0
                 failures += 1
                 if failures > self.retries:
@@ -595,7 +629,8 @@ def download(
 ) -> Path:
     """Fetch a checkpoint into the cache (unless it is there already) and return its verified path.
 
-    `name_or_url`: a known model name (`available_models()`, or one added with `register_checkpoint`), a
+    `name_or_url`: a bundled model name (LOCAL_MODELS: its package-data file is returned as it is), a known
+    model name (`available_models()`, or one added with `register_checkpoint`), a
     `KnownCheckpoint`, or an http(s) URL. A name's URL is the registry path below `mirror` /
     $CLIPCORE_MIRROR / OpenAI's base URL, and its SHA-256 is the one in that path. A URL is checked against
     `sha256` if given, else against a 64-hex directory in its path (OpenAI's layout). A URL with no hash at
@@ -608,11 +643,14 @@ def download(
     Every connect and read waits at most `timeout` seconds. Connection errors, timeouts, short bodies and
     HTTP 5xx/408/429 are retried up to `retries` times in a row, after `backoff` * 2**n seconds (capped at
     60 * `backoff`, Retry-After honoured within that cap); each retry resumes where the data stopped. An
-    attempt that gets further than any before does not count. Other 4xx answers fail at once.
+    attempt that gets at least 1 MiB further than any before does not count. Other 4xx answers fail at once.
 
     Raises DownloadError (bad URL, HTTP error, retries exhausted), ChecksumError (the server's file has
     another hash: nothing is kept), OfflineError.
     """
+    bundled = local_model(name_or_url)
+    if bundled is not None:  # shipped with the package: nothing to fetch
+        return bundled
     source = _source(name_or_url, sha256, mirror)
     if retries < 0 or timeout <= 0 or backoff < 0 or max_redirects < 0:
         raise DownloadError(f"invalid download settings: retries={retries}, timeout={timeout}, "
@@ -656,9 +694,10 @@ def download(
 
 def resolve(name_or_path_or_url: str | os.PathLike[str] | KnownCheckpoint,
             root: str | os.PathLike[str] | None = None, **kwargs: object) -> Path:
-    """The local path of a checkpoint: a known name or a URL is downloaded (see `download`, which gets
-    `root` and `kwargs`); an existing local path is returned as given (`~` expanded). Names come first, as
-    in `clip.load`, so a file called "RN50" in the working directory does not shadow the released model."""
+    """The local path of a checkpoint: a bundled name (LOCAL_MODELS, e.g. "demo") is the package's own file; a
+    known name or a URL is downloaded (see `download`, which gets `root` and `kwargs`); an existing local path
+    is returned as given (`~` expanded). Names come first, as in `clip.load`, so a file called "RN50" in the
+    working directory does not shadow the released model."""
     what = name_or_path_or_url
     if isinstance(what, KnownCheckpoint):
         return download(what, root, **kwargs)
@@ -667,13 +706,16 @@ def resolve(name_or_path_or_url: str | os.PathLike[str] | KnownCheckpoint,
     except TypeError:
         raise UnknownModelError(f"{what!r} is not a model name, a URL or a path",
                                 fix=f"use one of {available_models()}, a URL, or a checkpoint file's path") from None
-    if isinstance(text, str) and known_checkpoint(text) is not None:
-        return download(text, root, **kwargs)
+    bundled = local_model(what)
+    if bundled is not None:
+        return bundled
+    if isinstance(what, str) and known_checkpoint(what) is not None:  # a Path is always a local file
+        return download(what, root, **kwargs)
     path = Path(os.fsdecode(text)).expanduser()
     if path.exists():
         return path
-    if isinstance(text, str) and _is_url(text):
-        return download(text, root, **kwargs)
+    if isinstance(what, str) and _is_url(what):
+        return download(what, root, **kwargs)
     raise UnknownModelError(
         f"{os.fsdecode(text)!r} is not a known model name, an http(s) URL or an existing file",
         fix=f"use one of {available_models()}, a URL, or the path of a checkpoint file",

@@ -34,11 +34,13 @@ class Route:
     redirect: str | None = None  # answer 302 with this Location
     fail_first: int = 0  # answer `fail_status` to this many requests first
     fail_status: int = 500
+    retry_after: str | None = None  # sent with the failures
     ranges: bool = True  # honour "Range: bytes=N-" (else always 200 with the whole file)
     truncate_after: int | None = None  # close the connection after this many body bytes ...
     truncate_times: int = 1  # ... in this many answers
     stall_after: int | None = None  # send the headers and this many body bytes, then nothing
     stall_before_headers: bool = False  # accept the request and never answer
+    garbage_first: int = 0  # answer this many requests (after `fail_first`) with bytes that are not HTTP
     rate: float | None = None  # bytes per second
     content_length: bool = True  # False: a body delimited by closing the connection
     headers: dict[str, str] = field(default_factory=dict)
@@ -134,7 +136,12 @@ class FileServer:
         if route.redirect is not None:
             return self._short(h, hit, 302, {"Location": route.redirect})
         if n < route.fail_first:
-            return self._short(h, hit, route.fail_status)
+            extra = {"Retry-After": route.retry_after} if route.retry_after is not None else None
+            return self._short(h, hit, route.fail_status, extra)
+        if n < route.fail_first + route.garbage_first:
+            h.wfile.write(b"SSH-2.0-not-http\r\n\r\n")
+            h.close_connection = True
+            return None
         if route.status != 200:
             return self._short(h, hit, route.status)
 

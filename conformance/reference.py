@@ -68,3 +68,97 @@ _OPENAI_ARCHITECTURES = {
     "ViT-L/14": (768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12),
     "ViT-L/14@336px": (768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12),
 }
+
+
+def perturb(model, seed: int = 0):
+    """Move every tensor of `model` off its initial value, so that a swapped or misnamed tensor shows.
+
+    One-dimensional tensors (LayerNorm and BatchNorm weights, biases, running statistics, embeddings of one
+    row) get random noise: their initial values are ones and zeros. Larger tensors are random already and
+    are scaled by a factor that differs between neighbours (cheap, even for billions of values). Integer
+    buffers get distinct values.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for index, tensor in enumerate(model.state_dict().values()):
+            if not tensor.is_floating_point():
+                tensor.fill_(index + 3)
+            elif tensor.dim() <= 1:
+                tensor.add_(torch.randn(tensor.shape, generator=generator).to(tensor.dtype) * 0.1)
+            else:
+                tensor.mul_(1.0 + 0.05 * (index % 11) / 11)
+    return model.eval()
+
+
+def half_state_dict(state_dict: dict) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def trace_like_openai(
+    model, path, image_size, context_length: int, vocab_size: int, dtype=None, methods=("encode_text",)
+):
+    """Save `model` as a TorchScript archive shaped like OpenAI's released files.
+
+    `torch.jit.trace_module` over the listed methods (every parameter of the module tree is saved, whichever
+    methods are traced), with the three root scalar buffers the released archives carry.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    # Trace in float32 (half-precision LayerNorm does not run on a CPU), then store the weights in `dtype`:
+    # the released archives were traced on a GPU; a weights reader never runs the graph.
+    model = copy.deepcopy(model).float()
+    for name in ("context_length", "vocab_size"):  # plain ints on the reference classes: make room
+        model.__dict__.pop(name, None)
+    resolution = image_size if isinstance(image_size, int) else max(image_size)
+    for name, value in (("input_resolution", resolution), ("context_length", context_length),
+                        ("vocab_size", vocab_size)):
+        model.register_buffer(name, torch.tensor(value))
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    inputs = {
+        "encode_image": (torch.randn(1, 3, h, w),),
+        "encode_text": (torch.randint(0, vocab_size, (1, context_length)),),
+    }
+    inputs["forward"] = inputs["encode_image"] + inputs["encode_text"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace_module(model, {m: inputs[m] for m in methods}, check_trace=False)
+        if dtype is not None:
+            traced = traced.to(dtype)
+        torch.jit.save(traced, str(path))
+
+
+def save_formats(model, folder, image_size, context_length: int, vocab_size: int, formats=None) -> dict:
+    """Save a reference model's weights the ways users hold CLIP checkpoints; returns {format: path}.
+
+    Formats: `fp32` and `fp16` torch.save state dicts, `legacy` (fp32, torch's old non-zip format),
+    `safetensors` (fp32), `training` (an OpenCLIP training
+    checkpoint: {"epoch", "name", "state_dict" with `module.` prefixes}), `torchscript` (fp16, traced like
+    OpenAI's released archives). The file names carry no extension: formats are told by their bytes.
+    """
+    from pathlib import Path
+
+    import safetensors.torch
+    import torch
+
+    folder = Path(folder)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    writers = {
+        "fp32": lambda p: torch.save(state, p),
+        "fp16": lambda p: torch.save(half_state_dict(state), p),
+        "legacy": lambda p: torch.save(state, p, _use_new_zipfile_serialization=False),
+        "safetensors": lambda p: safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, p),
+        "training": lambda p: torch.save(
+            {"epoch": 3, "name": "reference-run", "state_dict": {"module." + k: v for k, v in state.items()}}, p
+        ),
+        "torchscript": lambda p: trace_like_openai(model, p, image_size, context_length, vocab_size, torch.float16),
+    }
+    paths = {}
+    for name in formats or writers:
+        paths[name] = folder / f"checkpoint-{name}"
+        writers[name](paths[name])
+    return paths

@@ -72,6 +72,7 @@ def text_configs(draw, custom: bool) -> TextConfig:
     head_width = draw(st.sampled_from((8, 12, 16)))
     heads = draw(st.integers(1, 3))
     pool_type = draw(st.sampled_from(("argmax", "first", "last", "eos")))
+    proj_type = draw(st.sampled_from(("linear", "linear", "none")))
     return TextConfig(
         context_length=draw(st.integers(2, 12)),
         vocab_size=draw(st.integers(8, 64)),
@@ -84,8 +85,8 @@ def text_configs(draw, custom: bool) -> TextConfig:
         pool_type=pool_type,
         eos_id=draw(st.integers(1, 7)),
         no_causal_mask=draw(st.booleans()),
-        proj_bias=draw(st.booleans()),
-        proj_type=draw(st.sampled_from(("linear", "linear", "none"))),
+        proj_bias=proj_type == "linear" and draw(st.booleans()),  # a bias without a projection means nothing
+        proj_type=proj_type,
         norm_kwargs=draw(st.sampled_from((None, {"eps": 1e-6}))),
         act_kwargs=draw(st.sampled_from((None, {"approximate": "tanh"}))),
         **draw(custom_block_flags()),
@@ -95,11 +96,12 @@ def text_configs(draw, custom: bool) -> TextConfig:
 @st.composite
 def clip_configs(draw, kind: str | None = None) -> ClipConfig:
     """A valid small ClipConfig; `kind` ('vit' or 'resnet') fixes the image tower."""
-    embed_dim = draw(st.sampled_from((8, 16, 24, 32)))
-    kind = kind or draw(st.sampled_from(("vit", "resnet")))
-    vision = draw(vit_configs(embed_dim) if kind == "vit" else resnet_configs())
     custom = draw(st.booleans())
     text = draw(text_configs(custom))
+    # Without a text projection the text features are the joint embedding.
+    embed_dim = text.width if text.proj_type == "none" else draw(st.sampled_from((8, 16, 24, 32)))
+    kind = kind or draw(st.sampled_from(("vit", "resnet")))
+    vision = draw(vit_configs(embed_dim) if kind == "vit" else resnet_configs())
     # QuickGELU takes no arguments: draw it only where no tower asked for GELU's tanh approximation.
     quick_gelu = not (vision.act_kwargs or text.act_kwargs) and draw(st.booleans())
     return ClipConfig(

@@ -12,7 +12,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from spec.errors import ConfigError
@@ -126,12 +125,29 @@ def _vision_layers(v: Any) -> str | None:
     return "a positive integer (ViT) or four positive integers (ModifiedResNet stages)"
 
 
+class FrozenDict(dict):
+    """A read-only dict: hashable, picklable and equal to the plain dict with the same items."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("config mappings are read-only; build a new config with .replace()")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=repr)))
+
+    def __reduce__(self) -> tuple:
+        return (FrozenDict, (dict(self),))
+
+
 def _freeze(v: Any) -> Any:
     """Lists become tuples and mappings read-only copies, so a frozen config cannot be changed behind its back."""
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
-    if isinstance(v, Mapping) and not isinstance(v, MappingProxyType):
-        return MappingProxyType({k: _freeze(x) for k, x in v.items()})
+    if isinstance(v, Mapping) and not isinstance(v, FrozenDict):
+        return FrozenDict({k: _freeze(x) for k, x in v.items()})
     return v
 
 
@@ -166,8 +182,7 @@ def _normalise_fields(obj: Any, floats: tuple[str, ...] = ()) -> None:
 
 
 def _mapping_field() -> Any:
-    # Mappings compare by value but do not take part in hashing (a MappingProxyType is not hashable).
-    return field(default=None, hash=False)
+    return field(default=None)
 
 
 def _require(condition: bool, problem: str, fix: str) -> None:
@@ -243,6 +258,11 @@ class VisionConfig:
                 fix="turn one of them off (the reference allows only one)",
             )
             _require(
+                self.pos_embed_type != "sin_cos_2d" or self.width % 4 == 0,
+                f"vision.pos_embed_type = 'sin_cos_2d' needs a width divisible by 4, got {self.width}",
+                fix="use a width that is a multiple of 4 or pos_embed_type='learnable'",
+            )
+            _require(
                 self.pos_embed_type != "sin_cos_2d" or self.grid_size[0] == self.grid_size[1],
                 f"vision.pos_embed_type = 'sin_cos_2d' needs a square grid, got {self.grid_size}",
                 fix="use a square image size or pos_embed_type='learnable'",
@@ -289,7 +309,10 @@ class VisionConfig:
 
     @property
     def uses_custom_block(self) -> bool:
-        return self.block_type == "custom" or any(getattr(self, f) for f in CUSTOM_BLOCK_FLAGS)
+        # OpenCLIP picks the custom block when asked to, or by default when a custom feature is on;
+        # an explicit block_type='default' keeps the default block (and ignores the flags).
+        flags = any(getattr(self, f) for f in CUSTOM_BLOCK_FLAGS)
+        return self.block_type == "custom" or (self.block_type is None and flags)
 
 
 _VISION_RULES: dict[str, Callable[[Any], str | None]] = {
@@ -400,7 +423,10 @@ class TextConfig:
 
     @property
     def uses_custom_block(self) -> bool:
-        return self.block_type == "custom" or any(getattr(self, f) for f in CUSTOM_BLOCK_FLAGS)
+        # OpenCLIP picks the custom block when asked to, or by default when a custom feature is on;
+        # an explicit block_type='default' keeps the default block (and ignores the flags).
+        flags = any(getattr(self, f) for f in CUSTOM_BLOCK_FLAGS)
+        return self.block_type == "custom" or (self.block_type is None and flags)
 
 
 _TEXT_RULES: dict[str, Callable[[Any], str | None]] = {
@@ -477,7 +503,19 @@ class ClipConfig:
             "act_kwargs are set but quick_gelu = True: QuickGELU takes no arguments",
             fix="drop act_kwargs, or set quick_gelu = False (GELU takes approximate='tanh')",
         )
+        _require(
+            self.text.kind != "transformer" or self.text.proj_type != "none" or self.text.width == self.embed_dim,
+            f"text.proj_type = 'none' but text.width = {self.text.width} differs from embed_dim = {self.embed_dim}: "
+            "without a projection the text features are the joint embedding",
+            fix="set embed_dim to the text width, or use text.proj_type = 'linear'",
+        )
         v = self.vision
+        _require(
+            v.kind != "vit" or not isinstance(v.attentional_pool, str) or v.width == self.embed_dim,
+            f"vision.attentional_pool = {v.attentional_pool!r} needs vision.width ({v.width}) == embed_dim "
+            f"({self.embed_dim}): the reference's two-pooler forms cannot run otherwise",
+            fix="use attentional_pool = True, or equal widths",
+        )
         if v.kind == "vit" and v.attentional_pool:
             _require(
                 self.embed_dim % v.attn_pooler_heads == 0,

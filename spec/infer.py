@@ -30,7 +30,7 @@ from spec.errors import ConfigError, ShapeError, UnsupportedModelError
 from spec.registry import configs_with_shapes_of
 from spec.shapes import Shapes, shapes_of
 
-__all__ = ["IGNORED_KEYS", "NON_INFERABLE", "infer_config", "shapes_from"]
+__all__ = ["IGNORED_KEYS", "NON_INFERABLE", "check_shapes", "infer_config", "shapes_from"]
 
 # Root scalars that OpenAI's TorchScript archives carry and its own loader drops before building the model.
 IGNORED_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -93,7 +93,7 @@ def infer_config(shapes: Mapping[str, Any], **overrides: Any) -> ClipConfig:
     config = _build(facts, model_keys)
     config = _adopt_known_values(config)
     config = _apply_overrides(config, overrides)
-    _check_round_trip(config, model_keys)
+    check_shapes(config, model_keys)
     return config
 
 
@@ -419,14 +419,19 @@ def _apply_overrides(config: ClipConfig, overrides: dict[str, Any]) -> ClipConfi
     return dataclasses.replace(new, assumed=tuple(a for a in config.assumed if a not in given))
 
 
-def _check_round_trip(config: ClipConfig, shapes: Shapes) -> None:
+def check_shapes(config: ClipConfig, shapes: Mapping[str, Any]) -> None:
+    """Raise a ShapeError naming the first key where `shapes` and the model `config` describes differ.
+
+    The OpenAI archives' root scalars (IGNORED_KEYS) are allowed in `shapes`.
+    """
+    shapes = {k: v for k, v in shapes_from(shapes).items() if k not in IGNORED_KEYS}
     expected = shapes_of(config)
     missing = [k for k in expected if k not in shapes]
     if missing:
         raise ShapeError(
             f"key {missing[0]!r} is missing (expected shape {expected[missing[0]]})"
             + (f", and {len(missing) - 1} more" if len(missing) > 1 else ""),
-            fix="the file is incomplete, or an override contradicts it",
+            fix="the file is incomplete, or does not match the config (or an override) it is loaded with",
         )
     unexpected = [k for k in shapes if k not in expected]
     if unexpected:

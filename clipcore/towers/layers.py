@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from clipcore.errors import ConfigError
+from spec.config import CUSTOM_BLOCK_FLAGS
 
 # Scaled cosine attention clamps its per-head logit scale at log(100) (Swin V2, as OpenCLIP does).
 COSINE_LOGIT_SCALE_MAX = math.log(100.0)
@@ -73,17 +73,22 @@ def norm_factory(norm_kwargs: Mapping[str, Any] | None) -> NormFactory:
     return partial(LayerNorm, **norm_kwargs) if norm_kwargs else LayerNorm
 
 
-def act_factory(quick_gelu: bool, act_kwargs: Mapping[str, Any] | None, where: str) -> ActFactory:
-    """QuickGELU or torch's GELU (with the config's `act_kwargs`, e.g. approximate='tanh')."""
-    if quick_gelu:
-        if act_kwargs:
-            raise ConfigError(
-                f"{where}.act_kwargs = {dict(act_kwargs)!r} cannot be applied: QuickGELU (quick_gelu=True) "
-                "takes no options",
-                fix=f"drop {where}.act_kwargs or set quick_gelu=False to use GELU with these options",
-            )
-        return QuickGELU
-    return partial(nn.GELU, **(act_kwargs or {}))
+def act_factory(quick_gelu: bool, act_kwargs: Mapping[str, Any] | None) -> ActFactory:
+    """QuickGELU, or torch's GELU with the config's `act_kwargs` (e.g. approximate='tanh').
+
+    (spec refuses act_kwargs with quick_gelu: QuickGELU takes no options.)
+    """
+    return QuickGELU if quick_gelu else partial(nn.GELU, **(act_kwargs or {}))
+
+
+def uses_custom_block(tower: Any) -> bool:
+    """OpenCLIP's choice of block: an explicit `block_type` wins, else any custom feature selects 'custom'.
+
+    (So block_type='default' with, say, qk_norm=True builds the default block and ignores the flag.)
+    """
+    if tower.block_type is not None:
+        return tower.block_type == "custom"
+    return any(getattr(tower, flag) for flag in CUSTOM_BLOCK_FLAGS)
 
 
 def init_linear_default(linear: nn.Linear | nn.Conv2d) -> None:
@@ -95,6 +100,10 @@ def init_norm(module: nn.Module) -> None:
     """Identity modules have nothing; LayerNorm/BatchNorm get ones and zeros (and fresh running stats)."""
     if isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
         module.reset_parameters()
+
+
+def optional_parameter(present: bool, *shape: int) -> nn.Parameter | None:
+    return nn.Parameter(torch.empty(*shape)) if present else None
 
 
 class Attention(nn.Module):
@@ -128,16 +137,17 @@ class Attention(nn.Module):
         self.heads = heads
         self.head_dim = dim // heads
         self.mha_init = mha_init
+        self.logit_scale_max = COSINE_LOGIT_SCALE_MAX
         self.fused = kv_dim is None or kv_dim == dim
-        if self.fused:
-            self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        else:
-            self.q_proj_weight = nn.Parameter(torch.empty(dim, dim))
-            self.k_proj_weight = nn.Parameter(torch.empty(dim, kv_dim))
-            self.v_proj_weight = nn.Parameter(torch.empty(dim, kv_dim))
+        kv_dim = dim if kv_dim is None else kv_dim
+        # Like torch, the parameters of the unused form exist as None (and are not in the state dict).
+        self.in_proj_weight = optional_parameter(self.fused, 3 * dim, dim)
+        self.q_proj_weight = optional_parameter(not self.fused, dim, dim)
+        self.k_proj_weight = optional_parameter(not self.fused, dim, kv_dim)
+        self.v_proj_weight = optional_parameter(not self.fused, dim, kv_dim)
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
-        self.logit_scale = nn.Parameter(torch.empty(heads, 1, 1)) if scaled_cosine else None
-        self.head_scale = nn.Parameter(torch.empty(heads, 1, 1)) if scale_heads else None
+        self.logit_scale = optional_parameter(scaled_cosine, heads, 1, 1)
+        self.head_scale = optional_parameter(scale_heads, heads, 1, 1)
         self.ln_q = norm(self.head_dim) if qk_norm else nn.Identity()
         self.ln_k = norm(self.head_dim) if qk_norm else nn.Identity()
         self.ln_inner = norm(dim) if inner_norm else nn.Identity()
@@ -151,15 +161,16 @@ class Attention(nn.Module):
         self, x: torch.Tensor, kv: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries from `x`, keys and values from `kv` (default: `x`), each (B, heads, L, head_dim)."""
-        if self.fused and kv is None:
+        if self.in_proj_weight is not None and kv is None:
             q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         else:
             kv = x if kv is None else kv
-            w_q, w_k, w_v = (
-                self.in_proj_weight.chunk(3)
-                if self.fused
-                else (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
-            )
+            if self.in_proj_weight is not None:
+                w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+            else:
+                assert self.q_proj_weight is not None and self.k_proj_weight is not None
+                assert self.v_proj_weight is not None
+                w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
             b_q, b_k, b_v = self.in_proj_bias.chunk(3)
             q, k, v = F.linear(x, w_q, b_q), F.linear(kv, w_k, b_k), F.linear(kv, w_v, b_v)
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
@@ -181,7 +192,7 @@ class Attention(nn.Module):
             # Scaled cosine attention: SDPA cannot take the unit-norm logits, so the scores are explicit.
             # (OpenCLIP 3.3.0 calls torch.bmm on 4-d tensors here and fails; this is the computation it means.)
             scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
-            scores = scores * torch.clamp(self.logit_scale, max=COSINE_LOGIT_SCALE_MAX).exp()
+            scores = scores * torch.clamp(self.logit_scale, max=self.logit_scale_max).exp()
             if is_causal:
                 n_q, n_k = scores.shape[-2], scores.shape[-1]
                 attn_mask = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril()
@@ -308,7 +319,7 @@ class Transformer(nn.Module):
                 act=act,
                 norm=norm,
                 ls_init_value=tower.ls_init_value,
-                custom=tower.uses_custom_block,
+                custom=uses_custom_block(tower),
                 qk_norm=tower.qk_norm,
                 scaled_cosine_attn=tower.scaled_cosine_attn,
                 scale_heads=tower.scale_heads,

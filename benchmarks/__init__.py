@@ -1,0 +1,1 @@
+"""Benchmarks: clipcore against the reference implementations, same inputs, same run (pytest benchmarks)."""
