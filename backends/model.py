@@ -16,6 +16,7 @@ The values are those of the float32 path (`normalize_uint8` does the same float3
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -45,7 +46,8 @@ def uint8_to_input(
             batch = batch.to(device, non_blocking=True)
         else:
             batch = batch.to(device)
-    images = normalize_uint8(batch, mean, std)  # checks the tensor; an ImageError names what it got
+    # Checks the tensor (an ImageError names what it got); mean and std are made where the bytes are.
+    images = normalize_uint8(batch, mean, std, device=batch.device if isinstance(batch, torch.Tensor) else None)
     if images.dim() == 3:
         images = images.unsqueeze(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -56,7 +58,9 @@ class ClipModel:
     """Mixin for a clipcore CLIP as a backend returns it: adds `device` and `encode_image_uint8`."""
 
     # TorchScript compiles a module's properties; `device` is Python-side only (scripting still works).
-    __jit_unused_properties__ = ["device"]
+    __jit_unused_properties__: ClassVar[list[str]] = ["device"]
+    # Whether the image tower wants channels_last input (the CUDA backends' ResNets).
+    input_channels_last: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -74,7 +78,8 @@ class ClipModel:
 
         Pass the preprocessing's `mean`/`std` when they are not OpenAI's (`preprocess.mean`, `preprocess.std`).
         """
-        return self.encode_image(uint8_to_input(batch, self.device, self.dtype, mean, std), normalize)
+        images = uint8_to_input(batch, self.device, self.dtype, mean, std, self.input_channels_last)
+        return self.encode_image(images, normalize)
 
 
 class EagerCLIP(ClipModel, CLIP):

@@ -140,8 +140,15 @@ def load_archive(config: ClipConfig, checkpoint: Checkpoint, device: torch.devic
 
 
 def compile_model(model: nn.Module, mode: str) -> torch.jit.ScriptModule:
-    with quiet_jit(), torch.no_grad():
-        return torch.jit.script(model) if mode == "script" else trace_model(model)
+    try:
+        with quiet_jit(), torch.no_grad():
+            return torch.jit.script(model) if mode == "script" else trace_model(model)
+    except (RuntimeError, torch.jit.Error) as e:  # e.g. a tower from another library that TorchScript cannot read
+        other = "trace" if mode == "script" else "script"
+        message = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise BackendError(f"torch.jit.{mode} could not compile this {model.config.vision.kind} model: {message}",
+                           fix=f"try mode={other!r}, or backend='eager', which runs the same modules without "
+                               "TorchScript") from e
 
 
 def build(

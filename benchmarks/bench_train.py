@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from benchmarks import harness
 from clipcore.train import TrainConfig, Trainer, World
 from clipcore.train.loss import ClipLoss, SigLipLoss
 from conformance.reference import openclip_model
@@ -45,7 +46,7 @@ def one_thread():
 
 def best_rates(runs: dict[str, Callable[[], object]], items: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(ROUNDS):
+    for _ in range(harness.rounds(ROUNDS)):
         for name, run in runs.items():
             start = time.perf_counter()
             run()
@@ -54,22 +55,12 @@ def best_rates(runs: dict[str, Callable[[], object]], items: int) -> dict[str, l
 
 
 def report(benchmark, what: str, unit: str, rates: dict[str, list[float]]) -> None:
+    """Record best rates and their ratio (benchmarks/harness.py); training has no target ratio in the issues."""
     best = {name: max(values) for name, values in rates.items()}
-    ratio = best["clipcore"] / best["open_clip"]
     per_round = sorted(a / b for a, b in zip(rates["clipcore"], rates["open_clip"], strict=True))
-    benchmark.extra_info.update(
-        {
-            f"clipcore_{unit}_per_s": round(best["clipcore"], 1),
-            f"open_clip_{unit}_per_s": round(best["open_clip"], 1),
-            "ratio_vs_open_clip": round(ratio, 2),
-            "ratio_range_per_round": [round(per_round[0], 2), round(per_round[-1], 2)],
-            "rates_per_round": {name: [round(v, 1) for v in values] for name, values in rates.items()},
-        }
-    )
-    print(
-        f"\n{what}: clipcore {best['clipcore']:,.1f} {unit}/s, open_clip {best['open_clip']:,.1f} {unit}/s "
-        f"({ratio:.2f}x, rounds {per_round[0]:.2f}-{per_round[-1]:.2f}x)"
-    )
+    harness.record(benchmark, what, best["clipcore"], best["open_clip"], f"{unit}/s",
+                   ratio_range=(per_round[0], per_round[-1]), reference_name="open_clip",
+                   extra={"rates_per_round": {name: [round(v, 1) for v in values] for name, values in rates.items()}})
 
 
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
@@ -88,8 +79,8 @@ def test_loss_throughput(benchmark, one_thread, kind):
         return run
 
     rates = best_rates({"open_clip": step(theirs), "clipcore": step(ours)}, items=1)
-    report(benchmark, f"{kind} loss forward+backward, batch 1024 x 512", "steps", rates)
-    benchmark.pedantic(step(ours), rounds=ROUNDS, iterations=1)
+    report(benchmark, f"train: {kind} loss forward+backward, batch 1024 x 512", "steps", rates)
+    benchmark.pedantic(step(ours), rounds=harness.rounds(ROUNDS), iterations=1)
 
 
 def test_train_step_throughput(benchmark, one_thread):
@@ -131,5 +122,6 @@ def test_train_step_throughput(benchmark, one_thread):
     rates = best_rates(
         {"open_clip": reference_step, "clipcore": lambda: trainer.train_step([(images, tokens)])}, items=batch
     )
-    report(benchmark, "training step, ViT 4x256 @64px + text 4x256, batch 32", "samples", rates)
-    benchmark.pedantic(lambda: trainer.train_step([(images, tokens)]), rounds=ROUNDS, iterations=1)
+    report(benchmark, "train: optimizer step, ViT 4x256 @64px + text 4x256, batch 32", "samples", rates)
+    benchmark.pedantic(lambda: trainer.train_step([(images, tokens)]), rounds=harness.rounds(ROUNDS),
+                       iterations=1)

@@ -7,9 +7,19 @@
     logits_per_image, logits_per_text = model(image, text)
 """
 
-from clipcore.api import available_models, create_model, default_device, load
+from clipcore.api import available_models, default_device, load
 from clipcore.download import download
 from clipcore.errors import ClipcoreError
+from clipcore.export import export_torchscript
+from clipcore.factory import (
+    add_model_config,
+    create_model,
+    create_model_and_transforms,
+    create_model_from_pretrained,
+    get_tokenizer,
+    list_models,
+    list_pretrained,
+)
 from clipcore.preprocess import Preprocess
 from clipcore.tokenizer import Tokenizer, tokenize
 
@@ -20,10 +30,17 @@ __all__ = [
     "Preprocess",
     "Tokenizer",
     "__version__",
+    "add_model_config",
     "available_models",
     "create_model",
+    "create_model_and_transforms",
+    "create_model_from_pretrained",
     "default_device",
     "download",
+    "export_torchscript",
+    "get_tokenizer",
+    "list_models",
+    "list_pretrained",
     "load",
     "tokenize",
 ]

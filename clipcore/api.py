@@ -1,4 +1,4 @@
-"""The public facade: `load` (like OpenAI's `clip.load`) and `create_model` (from a config).
+"""The public facade's `load` (like OpenAI's `clip.load`); OpenCLIP's entry points are in factory.py.
 
     model, preprocess = clipcore.load("ViT-B/32")            # a released name, a URL or a local file
     model, preprocess = clipcore.load("model.safetensors", backend="cuda-fp16")
@@ -23,10 +23,10 @@ from clipcore.checkpoint import Checkpoint, open_checkpoint
 from clipcore.download import resolve
 from clipcore.errors import BackendError, ConfigError
 from clipcore.preprocess import Preprocess
-from spec import ClipConfig, get_model_config, infer_config
+from spec import ClipConfig, infer_config
 from spec.checkpoints import available_models
 
-__all__ = ["available_models", "create_model", "default_device", "load"]
+__all__ = ["available_models", "default_device", "load"]
 
 log = logging.getLogger("clipcore")
 
@@ -131,29 +131,3 @@ def preprocess_for(config: ClipConfig, **options: Any) -> Preprocess:
     """OpenAI's preprocessing (bicubic resize of the short side, centre crop, OpenAI mean/std) at the model's size."""
     return Preprocess(config.vision.image_size, **options)
 
-
-def create_model(
-    name_or_config: str | ClipConfig,
-    pretrained: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    backend: str = "eager",
-    download_root: str | os.PathLike | None = None,
-) -> torch.nn.Module:
-    """Build a model from a config name (`spec.list_models()`) or a `ClipConfig`.
-
-    With `pretrained` (a path, URL or released name) the weights come from that checkpoint, whose shapes must
-    match the config exactly; without it the model gets the reference's random initialisation.
-    """
-    config = get_model_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
-    device = torch.device(device) if device is not None else default_device()
-    if pretrained is None:
-        from clipcore.towers import build_model
-
-        model = build_model(config, device=device)
-        model.init_weights()
-        return model
-    import backends
-
-    chosen = backends.get(backend)
-    with open_checkpoint(resolve(pretrained, root=download_root)) as checkpoint:
-        return chosen.factory(config, checkpoint, device)

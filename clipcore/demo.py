@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 
 from clipcore import synthetic
-from clipcore.errors import DataError
+from clipcore.errors import CheckpointError, DataError, UnsupportedModelError
 from clipcore.preprocess import Preprocess
+from clipcore.tokenizer import VOCAB_SIZE, tokenize
 from clipcore.train.zeroshot import build_zero_shot_classifier
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate",
     "full_descriptions",
     "held_out_scenes",
+    "image_features",
     "predict",
     "provenance",
     "weights_path",
@@ -58,7 +60,12 @@ def weights_path() -> Path:
 
 def provenance() -> dict[str, Any]:
     """The demo model's provenance record: config, training command, seed, steps, held-out accuracy."""
-    return json.loads((DATA / PROVENANCE).read_text(encoding="utf-8"))
+    path = DATA / PROVENANCE
+    if not path.is_file():
+        raise CheckpointError(f"the demo model's provenance record should be at {path}, which is missing",
+                              fix="reinstall clipcore (the file is package data), or rebuild it with "
+                                  "scripts/train_demo.py")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def held_out_scenes(seed: int = EVAL_SEED, per_class: int = EVAL_PER_CLASS) -> list[synthetic.Scene]:
@@ -95,6 +102,18 @@ class Predictions:
         return [(self.labels[c], float(v)) for v, c in zip(values.tolist(), columns.tolist(), strict=True)]
 
 
+def image_features(
+    model: torch.nn.Module, preprocess: Preprocess, images: Sequence[Image.Image | str | Path], batch_size: int = 256
+) -> torch.Tensor:
+    """Unit-length float32 image features (len(images), embed_dim), on the CPU."""
+    rows = []
+    with torch.no_grad():
+        for first in range(0, len(images), batch_size):
+            pixels = preprocess.batch(images[first : first + batch_size]).to(_device(model))
+            rows.append(model.encode_image(pixels, normalize=True).float().cpu())
+    return torch.cat(rows) if rows else torch.empty(0, model.config.embed_dim)
+
+
 def predict(
     model: torch.nn.Module,
     preprocess: Preprocess,
@@ -102,29 +121,32 @@ def predict(
     labels: Sequence[str],
     templates: Sequence[str] = ("{}",),
     batch_size: int = 256,
+    features: torch.Tensor | None = None,
 ) -> Predictions:
     """Zero-shot probabilities of `labels` for each image: softmax of 100 x cosine similarity, as in OpenCLIP's
-    evaluation; each label's text features are averaged over `templates` (format strings with one `{}`)."""
+    evaluation; each label's text features are averaged over `templates` (format strings with one `{}`).
+    `features`: the images' `image_features`, when they are already computed (then `images` is not read)."""
     if not labels:
         raise DataError("no labels to classify the images with", fix='pass labels such as "a dog,a cat"')
-    device = next(model.parameters()).device
-    context = getattr(model, "context_length", 77)
+    context = model.config.text.context_length
+    if model.config.text.vocab_size < VOCAB_SIZE:  # its own tokenizer, not CLIP's: token ids would overflow
+        raise UnsupportedModelError(
+            f"the model's text tower has a {model.config.text.vocab_size}-token vocabulary; clipcore's tokenizer "
+            f"produces ids up to {VOCAB_SIZE - 1}", fix="use a model trained with CLIP's standard tokenizer")
 
     def tokenizer(texts: list[str]) -> torch.Tensor:
-        from clipcore.tokenizer import tokenize
-
         return tokenize(texts, context_length=context, truncate=True)
 
     classifier = build_zero_shot_classifier(model, list(labels), list(templates), tokenizer=tokenizer,
-                                            classes_per_batch=64, device=device)
-    rows = []
-    with torch.no_grad():
-        for first in range(0, len(images), batch_size):
-            pixels = preprocess.batch(images[first : first + batch_size]).to(device)
-            features = model.encode_image(pixels, normalize=True).float()
-            rows.append((100.0 * features @ classifier.float()).softmax(dim=-1).cpu())
-    probs = torch.cat(rows) if rows else torch.empty(0, len(labels))
-    return Predictions(list(labels), probs)
+                                            classes_per_batch=64, device=_device(model))
+    if features is None:
+        features = image_features(model, preprocess, images, batch_size)
+    return Predictions(list(labels), (100.0 * features @ classifier.float().cpu()).softmax(dim=-1))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    device = getattr(model, "device", None)  # every backend's model has one; a bare nn.Module may not
+    return device if device is not None else next(model.parameters()).device
 
 
 def evaluate(
@@ -141,12 +163,13 @@ def evaluate(
     images = [synthetic.render(scene, size) for scene in scenes]
     classes = synthetic.class_names()
     truth = torch.tensor([classes.index(scene.label) for scene in scenes])
-    by_class = predict(model, preprocess, images, classes, TEMPLATES)
+    features = image_features(model, preprocess, images)
+    by_class = predict(model, preprocess, images, classes, TEMPLATES, features=features)
     result: dict[str, Any] = {"count": len(scenes), "classes": len(classes),
                               "top1": float((by_class.probs.argmax(1) == truth).float().mean())}
     combos = full_descriptions()
     described = [f"{s} {c} {sh} on a {b} background" for s, c, sh, b in combos]
-    best = predict(model, preprocess, images, described, ("a {}",)).probs.argmax(1).tolist()
+    best = predict(model, preprocess, images, described, ("a {}",), features=features).probs.argmax(1).tolist()
     for position, name in enumerate(("size", "colour", "shape", "background")):
         hits = [combos[b][position] == getattr(scene, name) for b, scene in zip(best, scenes, strict=True)]
         result[name] = sum(hits) / len(hits)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipcore.errors import DataError
+
 __all__ = [
     "BACKGROUNDS",
     "CAPTIONS",
@@ -117,6 +119,10 @@ def random_scene(
     background: str | None = None,
 ) -> Scene:
     """A scene with random attributes (or the ones given) and random nuisances."""
+    for name, value, allowed in (("shape", shape, SHAPES), ("colour", colour, tuple(COLOURS)), ("size", size, SIZES),
+                                 ("background", background, BACKGROUNDS)):
+        if value is not None and value not in allowed:
+            raise DataError(f"{name} {value!r} is not one the pictures can show", fix=f"use one of {list(allowed)}")
     shape = shape or SHAPES[int(rng.integers(len(SHAPES)))]
     colour = colour or list(COLOURS)[int(rng.integers(len(COLOURS)))]
     size = size or SIZES[int(rng.integers(len(SIZES)))]

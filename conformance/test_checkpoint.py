@@ -536,3 +536,29 @@ def test_reading_tensor_by_tensor_holds_one_tensor_at_a_time(tmp_path, fmt):
     assert results["drop"]["growth"] < 100 << 20, results
     # Keeping them, as a loader assigning into a model does: the fp32 result and little else.
     assert results["keep"]["growth"] < 1.05 * fp32_size + (24 << 20), results
+
+
+# --- data files a TorchScript archive carries ----------------------------------------------------------------
+
+
+def _archive_with_extra(path: Path, extra: str | None) -> Path:
+    files = {} if extra is None else {"open_clip_config.json": extra}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated; here it only writes a test file
+        module = torch.jit.script(torch.nn.Linear(3, 2))
+        torch.jit.save(module, str(path), _extra_files=files)
+    return path
+
+
+def test_archive_extra_config_becomes_metadata(tmp_path):
+    config = {"model_cfg": {"embed_dim": 2}}
+    with open_checkpoint(_archive_with_extra(tmp_path / "with.pt", json.dumps(config))) as checkpoint:
+        assert checkpoint.metadata["open_clip_config"] == config
+    with open_checkpoint(_archive_with_extra(tmp_path / "without.pt", None)) as checkpoint:
+        assert "open_clip_config" not in checkpoint.metadata
+
+
+@pytest.mark.parametrize("extra", ["{not json", "[1, 2]"])
+def test_archive_extra_config_that_is_not_a_json_object_is_refused(tmp_path, extra):
+    with pytest.raises(CheckpointError, match=r"extra/open_clip_config\.json"):
+        open_checkpoint(_archive_with_extra(tmp_path / "bad.pt", extra))

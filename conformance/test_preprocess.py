@@ -34,13 +34,8 @@ SHAPES = ((1, 1), (23, 400), (400, 23), (500, 100), (120, 460), (333, 517), (640
 FEW_SHAPES = ((1, 1), (23, 400), (500, 100), (333, 517))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The reference's tensor ops are tiny; intra-op threads only slow them down (a lot on a busy box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The reference's tensor ops are tiny; intra-op threads only slow them down (a lot on a busy box).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from clipcore.errors import ConfigError, UnsupportedModelError
 from clipcore.towers import CLIP, build_model
 from clipcore.towers.layers import LayerNorm
 from clipcore.towers.vit import sincos_2d_table
+from conformance.inputs import random_images, random_tokens, rel_err
 from conformance.reference import import_openai_clip
 from conformance.strategies import clip_configs
 from spec import ClipConfig, TextConfig, VisionConfig, shapes_of
@@ -80,40 +81,6 @@ def perturb_(model: torch.nn.Module, seed: int, vectors_only: bool = False) -> N
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             else:
                 t.add_(torch.randn(t.shape, generator=g).to(t.dtype) * 0.1)
-
-
-def random_tokens(text: TextConfig, batch: int, seed: int) -> torch.Tensor:
-    """Token rows like a tokenizer's, drawn without clipcore: random ids, the EOT (the largest id) at a
-    varying position, zero padding after it, and in some rows the tower's eos_id somewhere before it."""
-    g = torch.Generator().manual_seed(seed)
-    length = text.context_length
-    eot = text.vocab_size - 1
-    rows = torch.zeros(batch, length, dtype=torch.long)
-    for i in range(batch):
-        n = int(torch.randint(1, length + 1, (1,), generator=g))
-        rows[i, :n] = torch.randint(1, eot, (n,), generator=g)
-        if i % 2 and n > 1 and text.eos_id < eot:
-            rows[i, int(torch.randint(0, n - 1, (1,), generator=g))] = text.eos_id
-        rows[i, n - 1] = eot
-    return rows
-
-
-def random_images(config: ClipConfig, batch: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, *config.vision.image_size_hw, generator=g)
-
-
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """max|ours - ref| / max|ref|. Where the reference gives NaN (e.g. averaging the zero pooler queries
-    after the first of one), ours must give NaN too; the rest is compared."""
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    assert ours.dtype == ref.dtype, (ours.dtype, ref.dtype)
-    nan = ref.isnan()
-    assert torch.equal(ours.isnan(), nan), "NaN where the reference has none, or the reverse"
-    if nan.all():
-        return 0.0
-    ours, ref = ours[~nan], ref[~nan]
-    return ((ours - ref).abs().max() / ref.abs().max()).item()
 
 
 def assert_same_layout(ours: torch.nn.Module, ref: torch.nn.Module) -> None:
@@ -427,8 +394,7 @@ def test_build_on_a_real_device_and_dtype():
 @pytest.mark.parametrize(
     "change, kind",
     [
-        ({"vision": {"timm_model_name": "vit_base_patch16_224"}}, "timm"),
-        ({"text": {"hf_model_name": "roberta-base"}}, "Hugging Face"),
+        # timm and Hugging Face towers are built now (conformance/test_foreign_towers.py)
         ({"multimodal": {"width": 512}, "custom_text": True}, "CoCa"),
     ],
 )
@@ -440,9 +406,9 @@ def test_unsupported_model_kinds_are_refused(change, kind):
 
 
 def test_sincos_positions_need_width_divisible_by_4():
-    config = OPENAI_LIKE[0].replace(vision={"width": 42, "head_width": 21, "pos_embed_type": "sin_cos_2d"})
+    # The spec refuses this config before any module is built.
     with pytest.raises(ConfigError, match="sin_cos_2d"):
-        build_model(config)
+        OPENAI_LIKE[0].replace(vision={"width": 42, "head_width": 21, "pos_embed_type": "sin_cos_2d"})
 
 
 # --- behaviour beyond the outputs -----------------------------------------------------------------------------------

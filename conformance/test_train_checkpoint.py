@@ -20,12 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS, STOP_AT = 6, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: thread start-up would cost more than the work (and CI machines are shared).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Stop(Exception):

@@ -10,18 +10,12 @@ import pytest
 import torch
 
 from clipcore.errors import ConfigError
-from clipcore.towers import CLIP
 from clipcore.train import TrainConfig, Trainer, World, is_no_decay, learning_rate, param_groups
 from conformance.reference import openclip_model
 from conformance.train_cases import TensorBatches, random_batch, tiny_config, tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: thread start-up would cost more than the work (and CI machines are shared).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -174,12 +168,8 @@ def test_gradient_clipping_bounds_the_update():
 
 # --- locking (LiT) ------------------------------------------------------------------------------------------
 
-# The towers provide OpenCLIP's lock_image_tower / lock_text_tower (the loop only calls them). Until they do,
-# these tests are expected to fail with the loop's ConfigError; strict, so they count as soon as they exist.
-_HAS_LOCKING = all(hasattr(CLIP, m) for m in ("lock_image_tower", "lock_text_tower"))
-needs_locking = pytest.mark.xfail(
-    not _HAS_LOCKING, reason="clipcore.towers.CLIP has no lock_image_tower/lock_text_tower yet", strict=True
-)
+# The towers provide OpenCLIP's lock_image_tower / lock_text_tower (the loop only calls them); which
+# parameters each option freezes is compared with the reference in test_openclip.py.
 
 
 def step_once(model, **options) -> dict[str, tuple[torch.Tensor, torch.Tensor, bool]]:
@@ -210,13 +200,11 @@ def assert_frozen_exactly(changes, frozen) -> None:
             assert not torch.equal(old, new), f"{name} did not move although trainable"
 
 
-@needs_locking
 def test_lock_image_tower():
     changes = step_once(tiny_model(), lock_image=True)
     assert_frozen_exactly(changes, lambda n: n.startswith("visual."))
 
 
-@needs_locking
 def test_lock_image_tower_keeps_last_groups_trainable():
     # OpenCLIP's ViT groups: [embeddings + ln_pre], block 0, ..., [last block + ln_post], proj
     changes = step_once(tiny_model(), lock_image=True, lock_image_unlocked_groups=2)
@@ -224,20 +212,17 @@ def test_lock_image_tower_keeps_last_groups_trainable():
     assert_frozen_exactly(changes, lambda n: n.startswith("visual.") and not n.startswith(trainable))
 
 
-@needs_locking
 def test_lock_text_tower():
     text_parts = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection")
     changes = step_once(tiny_model(), lock_text=True)
     assert_frozen_exactly(changes, lambda n: n.startswith(text_parts))
 
 
-@needs_locking
 def test_lock_both_towers_trains_only_the_temperature():
     changes = step_once(tiny_model(), lock_image=True, lock_text=True)
     assert_frozen_exactly(changes, lambda n: n != "logit_scale")
 
 
-@needs_locking
 def test_lock_resnet_with_frozen_batch_norm_statistics():
     config = tiny_config(vision={"layers": (1, 1, 1, 1), "width": 8, "image_size": 32, "head_width": 8})
     changes = step_once(tiny_model(0, config), lock_image=True, lock_image_freeze_bn_stats=True)

@@ -33,13 +33,8 @@ def assert_same(ours: dict, theirs: dict, tol: float = 1e-5) -> None:
         assert relative_error(ours[key], expected) <= tol, (key, ours[key], expected)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread start-up would cost more than the work (and the CI machine is shared).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: thread start-up would cost more than the work (and CI machines are shared).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("case", loss_cases(), ids=lambda c: c["name"])

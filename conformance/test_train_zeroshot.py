@@ -13,12 +13,8 @@ CLASSES = [f"class{i}" for i in range(13)]
 TEMPLATES = ["a photo of a {}.", "a {} in the wild", "{}"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: thread start-up would cost more than the work (and CI machines are shared).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("per_batch", [10, 4, 1, None])

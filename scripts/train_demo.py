@@ -46,7 +46,7 @@ CONFIG = ClipConfig(
     text=TextConfig(context_length=32, width=64, heads=1, layers=3),
 )
 DEFAULTS = {"steps": 1500, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "seed": 0,
-            "threads": 2}
+            "threads": 2, "eval_per_class": demo.EVAL_PER_CLASS}
 BATCHES_PER_EPOCH = 1000  # epochs only mark where the random streams restart; every batch is new anyway
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Evaluate what is shipped: the fp16 file, loaded the way users load it.
     shipped, shipped_preprocess = clipcore.load(args.out, device="cpu")
-    scores = demo.evaluate(shipped, shipped_preprocess)
+    scores = demo.evaluate(shipped, shipped_preprocess, per_class=args.eval_per_class)
     record = {
         "name": demo.NAME,
         "file": args.out.name,
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": {**{k: getattr(args, k) for k in DEFAULTS}, "optimizer": "AdamW", "schedule": "warmup + cosine",
                   "loss": "clip", "final_loss": round(sum(r["loss"] for r in history[-50:]) / 50, 4)},
         "data": "clipcore.synthetic: fresh random scenes for every batch, captions from synthetic.CAPTIONS",
-        "held_out": {"seed": demo.EVAL_SEED, "per_class": demo.EVAL_PER_CLASS,
+        "held_out": {"seed": demo.EVAL_SEED, "per_class": args.eval_per_class,
                      "templates": list(demo.TEMPLATES), **{k: round(v, 4) if isinstance(v, float) else v
                                                            for k, v in scores.items()}},
         "training_seconds": round(trained_s),

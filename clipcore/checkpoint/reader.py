@@ -133,12 +133,13 @@ def _open_file(path: Path) -> Opened:
             entries, header_metadata, handle = open_safetensors(file)
             metadata = {"safetensors": header_metadata} if header_metadata else {}
             return fmt, entries, metadata, [file.close, lambda: handle.__exit__(None, None, None)]
+        extras: dict = {}
         if fmt == "torch-legacy":
             root, to_entry = open_legacy(file)
         else:
-            root, to_entry = open_torch_zip(file, script=fmt == "torchscript")
+            root, to_entry, extras = open_torch_zip(file, script=fmt == "torchscript")
         entries, metadata = unwrap(root, to_entry, path)
-        return fmt, entries, metadata, [file.close]
+        return fmt, entries, {**metadata, **extras}, [file.close]
     except BaseException:
         file.close()
         raise

@@ -10,6 +10,7 @@ time from their record's offset in the file, never by loading the whole archive.
 from __future__ import annotations
 
 import collections
+import json
 import struct
 import zipfile
 import zlib
@@ -160,8 +161,9 @@ def zip_kind(names: list[str]) -> str | None:
     return "torchscript" if script else "torch-zip"
 
 
-def open_torch_zip(file: RandomAccessFile, script: bool) -> tuple[Any, Any]:
-    """Unpickle the archive's data.pkl. Returns (object, to_entry): to_entry turns a TensorRef into an Entry."""
+def open_torch_zip(file: RandomAccessFile, script: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Unpickle the archive's data.pkl. Returns (object, to_entry, extras): to_entry turns a TensorRef into an
+    Entry; extras is metadata from the archive's data files (see `script_extras`)."""
     archive = ZipArchive(file)
     byteorder = archive.read("byteorder", 16) if archive.has("byteorder") else b"little"
     if byteorder not in (b"little", b"big"):
@@ -182,4 +184,27 @@ def open_torch_zip(file: RandomAccessFile, script: bool) -> tuple[Any, Any]:
         return StoredTensor(file, starts[id(storage)] + ref.offset * ref.dtype.itemsize, ref.shape, ref.stride,
                             ref.dtype, f"storage {archive.prefix}/data/{storage.key}", swap)
 
-    return obj, to_entry
+    return obj, to_entry, script_extras(archive) if script else {}
+
+
+# Data files a TorchScript archive may carry under extra/ (torch.jit.save's _extra_files), read as metadata:
+# clipcore.export_torchscript stores the model's OpenCLIP config there, since the shapes cannot tell it all.
+EXTRA_JSON = {"open_clip_config.json": "open_clip_config"}
+MAX_EXTRA_BYTES = 1 << 20
+
+
+def script_extras(archive: ZipArchive) -> dict[str, Any]:
+    """{metadata key: parsed JSON} for the known extra/ files present in the archive (plain data, no code)."""
+    extras = {}
+    for name, key in EXTRA_JSON.items():
+        if not archive.has(f"extra/{name}"):
+            continue
+        data = archive.read(f"extra/{name}", MAX_EXTRA_BYTES)
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise damaged(archive.path, f"record {archive.prefix}/extra/{name} is not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise damaged(archive.path, f"record {archive.prefix}/extra/{name} is not a JSON object")
+        extras[key] = value
+    return extras

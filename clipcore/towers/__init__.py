@@ -3,9 +3,10 @@
     model = build_model(config)                                # on the meta device: no memory, no init
     model.load_state_dict(state_dict, strict=True, assign=True)  # the checkpoint's tensors become the weights
 
-That is all a loader needs: the models have no non-persistent buffers (the text tower's causal mask is
-SDPA's `is_causal`), so nothing is left on the meta device once every key is assigned. For training from
-scratch, build on a real device (or `to_empty` a meta model) and call `model.init_weights()`.
+That is all a loader needs: the native towers have no non-persistent buffers (the text tower's causal mask
+is SDPA's `is_causal`), so nothing is left on the meta device once every key is assigned. Towers from timm
+and transformers (foreign.py) do have some, computed by their libraries; `clipcore.assemble` places them.
+For training from scratch, build on a real device (or `to_empty` a meta model) and call `model.init_weights()`.
 """
 
 from __future__ import annotations

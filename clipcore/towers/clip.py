@@ -10,31 +10,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipcore.errors import UnsupportedModelError
+from clipcore.towers.hf_text import HFText
 from clipcore.towers.resnet import ModifiedResNet
-from clipcore.towers.text import TextEncoder, TextTransformer
+from clipcore.towers.text import TextEncoder, TextTransformer, check_freeze_layer_norm
+from clipcore.towers.timm_vision import TimmVision
 from clipcore.towers.vit import VisionTransformer
 from spec.config import ClipConfig
 
 
 def check_supported(config: ClipConfig) -> None:
-    """Raise UnsupportedModelError for the model kinds whose towers come from other libraries."""
+    """Raise UnsupportedModelError for the model kinds clipcore does not build (CoCa). timm and Hugging Face
+    towers are built when their extra is installed (the towers say which one is missing)."""
     if config.is_coca:
         raise UnsupportedModelError(
             "this is a CoCa model (the config has multimodal_cfg): its captioning decoder is not part of "
             "clipcore's native CLIP towers",
             fix="a later clipcore feature will provide CoCa; use a CLIP config (no multimodal_cfg) meanwhile",
-        )
-    if config.vision.kind == "timm":
-        raise UnsupportedModelError(
-            f"the image tower is a timm model ({config.vision.timm_model_name!r}), which clipcore's native towers "
-            "do not include",
-            fix="a later clipcore feature (the `timm` extra) provides timm image towers",
-        )
-    if config.text.kind == "hf":
-        raise UnsupportedModelError(
-            f"the text tower is a Hugging Face model ({config.text.hf_model_name!r}), which clipcore's native "
-            "towers do not include",
-            fix="a later clipcore feature (the `hf` extra) provides Hugging Face text towers",
         )
 
 
@@ -49,10 +40,16 @@ class CLIP(TextEncoder):
         vision = config.vision
         if vision.kind == "resnet":
             self.visual: nn.Module = ModifiedResNet(vision, config.embed_dim)
+        elif vision.kind == "timm":  # its own activations: quick_gelu does not apply (as in OpenCLIP)
+            self.visual = TimmVision(vision, config.embed_dim)
         else:
             self.visual = VisionTransformer(vision, config.embed_dim, config.quick_gelu)
-        if config.text_prefix:
-            self.text: TextTransformer | None = TextTransformer(config.text, config.embed_dim, config.quick_gelu)
+        if config.text.kind == "hf":  # OpenCLIP takes the model's own limits (e.g. 514 positions for RoBERTa)
+            self.text: TextTransformer | HFText | None = HFText(config.text, config.embed_dim)
+            self.context_length = self.text.context_length
+            self.vocab_size = self.text.vocab_size
+        elif config.text_prefix:
+            self.text = TextTransformer(config.text, config.embed_dim, config.quick_gelu)
             self.context_length = config.text.context_length
             self.vocab_size = config.text.vocab_size
         else:
@@ -65,7 +62,10 @@ class CLIP(TextEncoder):
     @property
     def dtype(self) -> torch.dtype:
         """The weights' dtype (OpenAI's `model.dtype`): images are cast to it."""
-        return self.visual.conv1.weight.dtype
+        # hasattr, not isinstance: TorchScript resolves it at compile time and skips the other branch.
+        if hasattr(self.visual, "conv1"):
+            return self.visual.conv1.weight.dtype
+        return next(self.visual.parameters()).dtype  # a timm trunk: its first weight
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         features = self.visual(image.to(self.dtype))
@@ -89,10 +89,27 @@ class CLIP(TextEncoder):
             logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.t()
 
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the image tower for LiT-style training, as OpenCLIP does (see the tower's `lock`)."""
+        self.visual.lock(unlocked_groups=unlocked_groups, freeze_bn_stats=freeze_bn_stats)
+
+    def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """Freeze the text tower, leaving its last `unlocked_layers` groups trainable, as OpenCLIP does."""
+        if self.text is None:
+            check_freeze_layer_norm(freeze_layer_norm)
+            self.lock_text(unlocked_layers)
+        else:
+            self.text.lock(unlocked_layers, freeze_layer_norm)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer blocks in the backward pass (training memory for compute)."""
         if isinstance(self.visual, VisionTransformer):
             self.visual.transformer.grad_checkpointing = enable
+        elif isinstance(self.visual, TimmVision):
+            self.visual.set_grad_checkpointing(enable)
+        if isinstance(self.text, HFText):
+            self.text.set_grad_checkpointing(enable)
+            return
         tower = self if self.text is None else self.text
         tower.transformer.grad_checkpointing = enable
 

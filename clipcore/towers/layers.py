@@ -387,3 +387,9 @@ class PatchDropout(nn.Module):
         kept = torch.randn(batch, n, device=x.device).topk(keep, dim=-1).indices
         patches = patches[torch.arange(batch, device=x.device)[:, None], kept]
         return torch.cat([cls_token, patches], dim=1)
+
+
+def unfreeze(parts: list) -> None:
+    """Make every parameter of these modules and parameters trainable again (the towers' `lock` groups)."""
+    for part in parts:
+        part.requires_grad_(True)  # a Parameter, or every parameter of a module

@@ -14,10 +14,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipcore.errors import ConfigError
 from clipcore.towers.layers import init_linear_default, init_norm
 from spec.config import VisionConfig
 
 EXPANSION = 4  # a bottleneck's output has 4x its inner width
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine terms, all four held as buffers (not parameters).
+
+    torchvision's FrozenBatchNorm2d, which OpenCLIP swaps in when locking with frozen statistics: the
+    state-dict keys stay those of BatchNorm2d, less `num_batches_tracked` (dropped when loading one).
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.affine = bn.num_features, bn.eps, bn.affine
+        ones = torch.ones_like(bn.running_var)
+        self.register_buffer("weight", bn.weight.detach().clone() if bn.affine else ones)
+        self.register_buffer("bias", bn.bias.detach().clone() if bn.affine else torch.zeros_like(ones))
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The same arithmetic as the reference: one scale and one shift per channel.
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def freeze_batch_norm_2d(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d (SyncBatchNorm too) in `module` by a FrozenBatchNorm2d, in place; a
+    BatchNorm2d passed itself is returned converted."""
+    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        return FrozenBatchNorm2d(module)
+    for name, child in module.named_children():
+        frozen = freeze_batch_norm_2d(child)
+        if frozen is not child:
+            module.add_module(name, frozen)
+    return module
 
 
 class Bottleneck(nn.Module):
@@ -131,6 +174,19 @@ class ModifiedResNet(nn.Module):
         x = self.stem(image)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.attnpool(x)
+
+    def lock(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the whole tower (LiT); with `freeze_bn_stats` the BatchNorms become FrozenBatchNorm2d, so
+        their statistics stop updating in training mode. Partial locking is not defined for this tower."""
+        if unlocked_groups != 0:
+            raise ConfigError(
+                f"lock_image_tower(unlocked_groups={unlocked_groups}) on a ModifiedResNet: partial locking is not "
+                "supported for this tower (nor by the reference)",
+                fix="use unlocked_groups=0 (the whole image tower frozen)",
+            )
+        self.requires_grad_(False)
+        if freeze_bn_stats:
+            freeze_batch_norm_2d(self)
 
     def init_weights(self) -> None:
         for conv in (self.conv1, self.conv2, self.conv3):

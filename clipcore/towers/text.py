@@ -12,7 +12,8 @@ parts and the one forward for both: the CLIP model in OpenAI's layout is itself 
 import torch
 from torch import nn
 
-from clipcore.towers.layers import Transformer, act_factory, init_norm, norm_factory
+from clipcore.errors import ConfigError
+from clipcore.towers.layers import Transformer, act_factory, init_norm, norm_factory, unfreeze
 from spec.config import TextConfig
 
 # Registration order of the parts, as in the reference (it fixes the order of named_parameters()).
@@ -104,6 +105,24 @@ class TextEncoder(nn.Module):
             pooled = self.text_projection(pooled)
         return pooled, tokens
 
+    def lock_text(self, unlocked_layers: int = 0) -> None:
+        """Freeze the text tower's parts (LiT), then make the last `unlocked_layers` of OpenCLIP's groups
+        trainable again: [token and position embeddings, class token], each block but the last,
+        [last block, ln_final], [text_projection]. The logit scale and bias are not the tower's: untouched."""
+        parts = [getattr(self, name) for name in TOWER_ORDER]
+        parts = [part for part in parts if part is not None]
+        for part in parts:
+            part.requires_grad_(False)
+        if unlocked_layers == 0:
+            return
+        blocks = list(self.transformer.resblocks)
+        embeddings = [p for p in (self.token_embedding, self.positional_embedding, self.cls_emb) if p is not None]
+        groups = [embeddings, *([block] for block in blocks[:-1]), [blocks[-1], self.ln_final]]
+        if self.text_projection is not None:
+            groups.append([self.text_projection])
+        for group in groups[-min(unlocked_layers, len(groups)):]:
+            unfreeze(group)
+
     def init_text_weights(self) -> None:
         """OpenCLIP's (and OpenAI's) text initialisation; what it does not touch gets torch's defaults."""
         width, layers = self.text_width, self.text_layers
@@ -145,5 +164,20 @@ class TextTransformer(TextEncoder):
             return pooled, tokens
         return pooled
 
+    def lock(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """OpenCLIP's `TextTransformer.lock`: see `lock_text`."""
+        check_freeze_layer_norm(freeze_layer_norm)
+        self.lock_text(unlocked_layers)
+
     def init_weights(self) -> None:
         self.init_text_weights()
+
+
+def check_freeze_layer_norm(freeze_layer_norm: bool) -> None:
+    """The native text tower's LayerNorms are locked with everything else; the reference refuses otherwise."""
+    if not freeze_layer_norm:
+        raise ConfigError(
+            "lock_text_tower(freeze_layer_norm=False) is not supported by the native text tower: its "
+            "LayerNorms are locked with the other weights (the reference refuses it too)",
+            fix="pass freeze_layer_norm=True (the default), or unlock whole layers with unlocked_layers",
+        )

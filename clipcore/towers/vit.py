@@ -16,6 +16,7 @@ from clipcore.towers.layers import (
     init_linear_default,
     init_norm,
     norm_factory,
+    unfreeze,
 )
 from spec.config import VisionConfig
 
@@ -132,6 +133,26 @@ class VisionTransformer(nn.Module):
         if self.output_tokens:
             return pooled, tokens
         return pooled
+
+    def lock(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the tower (LiT), then make the last `unlocked_groups` of OpenCLIP's groups trainable again:
+        [conv1, class token, positions, ln_pre], each block but the last, [last block, ln_post], proj.
+
+        As in the reference, the attentional poolers belong to no group (they stay frozen), and a ViT has no
+        BatchNorm, so `freeze_bn_stats` changes nothing.
+        """
+        self.requires_grad_(False)
+        if unlocked_groups == 0:
+            return
+        blocks = list(self.transformer.resblocks)
+        groups = [
+            [self.conv1, self.class_embedding, self.positional_embedding, self.ln_pre],
+            *([block] for block in blocks[:-1]),
+            [blocks[-1], self.ln_post],
+            [self.proj],
+        ]
+        for group in groups[-unlocked_groups:]:
+            unfreeze(group)
 
     def init_weights(self) -> None:
         """OpenCLIP's initialisation: N(0, width^-0.5) embeddings and projection, torch defaults elsewhere."""
