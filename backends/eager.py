@@ -38,11 +38,12 @@ def build(
     if precision not in PRECISIONS:
         raise BackendError(f"eager: unknown precision {precision!r}", fix=f"use one of {list(PRECISIONS)}")
     device = torch.device(device)
-    half = half_keys(config) if precision != "fp32" else frozenset()
-    if precision == "auto":
+    # half_keys builds a second (meta) model: only ask when half precision is possible at all.
+    wants_half = precision == "fp16" or (precision == "auto" and device.type == "cuda")
+    half = half_keys(config) if wants_half else frozenset()
+    if precision == "auto" and half:
         stored = checkpoint.dtypes()
-        stored_half = bool(half) and all(stored.get(key) == torch.float16 for key in half)
-        if device.type != "cuda" or not stored_half:
+        if not all(stored.get(key) == torch.float16 for key in half):
             half = frozenset()
     model = assemble(config, checkpoint, device, lambda key: torch.float16 if key in half else torch.float32)
     return adopt(model, EagerCLIP)

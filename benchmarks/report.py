@@ -97,7 +97,7 @@ def write_chart(results: Sequence[Result], path: Path) -> Path | None:
     ax.set_xlabel("ratio (times better than the reference; memory: peak RSS / fp32 size)  |  black tick = target")
     ax.set_title("clipcore vs reference (green: meets target, red: below target, grey: no target)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long case names: keep them whole
     plt.close(fig)
     return path
 

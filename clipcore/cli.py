@@ -14,6 +14,7 @@ interrupted. `--json` prints one JSON object on stdout for scripts. Standard lib
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -267,14 +268,18 @@ def _read_rows(path: Path) -> tuple[Any, dict[str, str]] | None:
     import numpy as np
     from safetensors import safe_open
 
-    if path.suffix == ".npy":
-        sidecar = _sidecar(path)
-        metadata = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
-        if metadata.get("embeddings_sha256") != _sha256(path):
-            return None
-        return np.load(path), metadata
-    with safe_open(str(path), "np") as f:
-        return f.get_tensor("embeddings"), dict(f.metadata() or {})
+    try:
+        if path.suffix == ".npy":
+            sidecar = _sidecar(path)
+            metadata = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+            if not isinstance(metadata, dict) or metadata.get("embeddings_sha256") != _sha256(path):
+                return None
+            return np.load(path, allow_pickle=False), metadata
+        with safe_open(str(path), "np") as f:
+            return f.get_tensor("embeddings"), dict(f.metadata() or {})
+    except Exception as e:  # whatever the file is, it is not embeddings this command wrote
+        raise DataError(f"{path} exists but is not an embeddings file written by clipcore embed ({e})",
+                        fix="choose another --out, or delete the file") from None
 
 
 def _sidecar(out: Path) -> Path:
@@ -374,10 +379,11 @@ def run_embed(args: argparse.Namespace) -> int:
     matrix = np.stack([np.asarray(done[p], dtype=np.float32) for p in paths])
     if todo or part_files or finished != paths:
         _write_rows(out, matrix, {**identity, "paths": json.dumps(paths)})
-    for part in part_files:
-        part.unlink(missing_ok=True)
-    if parts.is_dir():
-        parts.rmdir()
+    if parts.is_dir():  # the parts, and the temporary file of a write a hard kill cut short
+        for leftover in [*parts.glob("part-*.safetensors"), *parts.glob(".part-*.tmp")]:
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else is in there, leave it
+            parts.rmdir()
     summary = {"out": str(out), "images": len(paths), "embedded": len(todo), "reused": reused,
                "dim": int(matrix.shape[1]), "model": str(args.model)}
     if out.suffix == ".npy":

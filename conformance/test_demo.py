@@ -16,14 +16,21 @@ import torch
 import clipcore
 from clipcore import demo, synthetic
 from clipcore.checkpoint import open_checkpoint
-from spec import ClipConfig
+from spec import ClipConfig, shapes_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Zero-shot top-1 over the 48 colour-and-shape classes on the fixed held-out set (480 pictures, chance 2%).
 # The shipped model's own figure is in demo.json; this is the floor under which the demo would not convince.
-HELD_OUT_TOP1 = 0.85
+HELD_OUT_TOP1 = 0.95
 MAX_BYTES = 15 * 2**20
+
+
+def same_architecture(a: ClipConfig, b: ClipConfig) -> bool:
+    """The same model: the same tensors and the same facts the tensors cannot tell. (Configs may still differ
+    in fields the architecture ignores, such as a ResNet's patch_size: the script's default, the reader's None.)"""
+    return shapes_of(a) == shapes_of(b) and (a.quick_gelu, a.vision.head_width, a.text.heads) == (
+        b.quick_gelu, b.vision.head_width, b.text.heads)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def test_loads_by_name_offline_on_cpu(monkeypatch):
     monkeypatch.setenv("CLIPCORE_CACHE", "/nonexistent/cache")
     model, preprocess = clipcore.load("demo", device="cpu")
     record = demo.provenance()
-    assert model.config == ClipConfig.from_openclip(record["model_cfg"])
+    assert same_architecture(model.config, ClipConfig.from_openclip(record["model_cfg"]))
     assert model.config.assumed == ()  # the file's header says everything the shapes cannot
     assert preprocess.size == (64, 64) and next(model.parameters()).device.type == "cpu"
 
@@ -113,4 +120,5 @@ def test_the_training_script_writes_a_loadable_model_and_its_record(tmp_path):
     assert record["built_with"]["torch"] == torch.__version__
     assert 0 <= record["held_out"]["top1"] <= 1 and record["held_out"]["count"] == 48
     model, _ = clipcore.load(out, device="cpu")
-    assert model.config == ClipConfig.from_openclip(record["model_cfg"]) == script.CONFIG
+    assert same_architecture(model.config, ClipConfig.from_openclip(record["model_cfg"]))
+    assert same_architecture(model.config, script.CONFIG)

@@ -218,7 +218,10 @@ def tiny_name(tmp_path_factory):
     path.write_text(json.dumps(small().to_openclip()))
     clipcore.add_model_config(path)
     open_clip.add_model_config(path)
-    return "clipcore-test-tiny"
+    yield "clipcore-test-tiny"
+    # Both registries are process-wide: leave them as the other modules expect them.
+    spec.registry._user_configs.pop("clipcore-test-tiny", None)
+    open_clip.factory._MODEL_CONFIGS.pop("clipcore-test-tiny", None)
 
 
 def test_overrides_and_preprocess_follow_the_reference(tiny_name):

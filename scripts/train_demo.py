@@ -36,16 +36,18 @@ from clipcore.towers import build_model
 from clipcore.train import TrainConfig, Trainer
 from spec.config import ClipConfig, TextConfig, VisionConfig
 
-# A 64px ViT with 8px patches and a narrow text tower with the standard 49408-token vocabulary: the token
-# embedding (49408 x 64) is most of the 4.2M parameters. Widths are multiples of 64 with 64-wide heads and
+# A narrow ModifiedResNet (one bottleneck per stage, width 16) at 64px and a narrow text tower with the standard
+# 49408-token vocabulary: the token embedding (49408 x 64) is most of the 4.7M parameters. A ViT of the same cost
+# (128 wide, 4 layers, 8px patches) learned colour, size and background as fast but shapes far more slowly: 47%
+# of shapes right after 1500 steps, where this ResNet is past 50% after 250. Heads are 64 wide and the activation
 # QuickGELU, OpenAI's conventions, so even a reader that ignores the file's header infers this exact model.
 CONFIG = ClipConfig(
     embed_dim=128,
     quick_gelu=True,
-    vision=VisionConfig(image_size=64, patch_size=8, width=128, layers=4, head_width=64),
+    vision=VisionConfig(image_size=64, layers=(1, 1, 1, 1), width=16, head_width=64),
     text=TextConfig(context_length=32, width=64, heads=1, layers=3),
 )
-DEFAULTS = {"steps": 1500, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "seed": 0,
+DEFAULTS = {"steps": 2500, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1, "seed": 0,
             "threads": 2, "eval_per_class": demo.EVAL_PER_CLASS}
 BATCHES_PER_EPOCH = 1000  # epochs only mark where the random streams restart; every batch is new anyway
 
@@ -119,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model.eval()
     half = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    header = {"open_clip_config": json.dumps({"model_cfg": CONFIG.to_openclip()}, sort_keys=True),
-              "clipcore": f"demo model trained by scripts/train_demo.py, seed {args.seed}"}
+    # One header entry only: the safetensors library writes several in a random order, and the file's bytes
+    # (its SHA-256 in the record) should follow from the seed. The provenance lives in the JSON record.
+    header = {"open_clip_config": json.dumps({"model_cfg": CONFIG.to_openclip()}, sort_keys=True)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file(half, str(args.out), metadata=header)
 

@@ -60,7 +60,9 @@ class TextEncoder(nn.Module):
         else:
             projection = nn.Parameter(torch.empty(width, embed_dim))
         parts = {
-            "token_embedding": nn.Embedding(cfg.vocab_size, width),
+            # No initialisation here (init_weights does it): nn.Embedding's own normal_ on the meta device
+            # imports torch._dynamo, ~1-3 s and ~150 MB on every load.
+            "token_embedding": nn.Embedding(cfg.vocab_size, width, _weight=torch.empty(cfg.vocab_size, width)),
             "cls_emb": nn.Parameter(torch.empty(width)) if cfg.embed_cls else None,
             "positional_embedding": nn.Parameter(torch.empty(cfg.num_positions, width)),
             "transformer": Transformer(cfg, width, cfg.heads, act, norm),
