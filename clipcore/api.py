@@ -20,15 +20,20 @@ import torch
 
 from clipcore import provenance
 from clipcore.checkpoint import Checkpoint, open_checkpoint
-from clipcore.download import resolve
+from clipcore.download import LOCAL_MODELS, resolve
 from clipcore.errors import BackendError, ConfigError
 from clipcore.preprocess import Preprocess
 from spec import ClipConfig, infer_config
-from spec.checkpoints import available_models
+from spec.checkpoints import available_models as released_models
 
 __all__ = ["available_models", "default_device", "load"]
 
 log = logging.getLogger("clipcore")
+
+
+def available_models() -> list[str]:
+    """The names `load` takes: OpenAI's released checkpoints (as `clip.available_models()`), then the bundled ones."""
+    return released_models() + list(LOCAL_MODELS)
 
 
 def default_device() -> torch.device:

@@ -12,13 +12,13 @@ after the assignment.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
 from clipcore.checkpoint import Checkpoint
 from clipcore.errors import ShapeError
+from clipcore.threads import one_torch_thread
 from clipcore.towers import CLIP, build_model
 from clipcore.towers.foreign import ForeignTower, settle_constants
 from spec import ClipConfig, check_shapes, shapes_from, shapes_of
@@ -45,30 +45,16 @@ def assemble(
     model = build_model(config, device="meta")
     expected = check_model_shapes(model, checkpoint.shapes()) if foreign else shapes_of(config)
     state = {}
-    with one_cpu_thread():
+    # The converting copies are bound by first-touch page faults into fresh memory; two threads faulting into
+    # one address space contend for the kernel's lock on it (fp16 ViT-B/32 -> fp32: 0.33 s on one thread,
+    # 0.9 s on two, 2-core machine).
+    with one_torch_thread(process_wide_ok=True):
         for key in expected:
             tensor = checkpoint.get(key, rule(key))
             state[key] = tensor if tensor.device == device else tensor.to(device)
     model.load_state_dict(state, strict=True, assign=True)
     settle_constants(model, device, None if callable(dtype) else dtype)
     return model.eval()
-
-
-@contextlib.contextmanager
-def one_cpu_thread() -> Iterator[None]:
-    """Run the reads' converting copies on one thread. They are bound by first-touch page faults into fresh
-    memory, and two threads faulting into one address space contend for the kernel's lock on it: loading an
-    fp16 ViT-B/32 as fp32 took 0.33 s on one thread and 0.9 s on two (2-core machine). torch's thread count is
-    process-wide, so other threads' torch work also runs on one thread for the duration of a load."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_model_shapes(model: torch.nn.Module, shapes: dict) -> dict[str, tuple[int, ...]]:

@@ -45,7 +45,8 @@ from PIL import Image, ImageOps
 
 from clipcore.image.geometry import INTERPOLATIONS, RESIZE_MODES, Layout, plan, target_size
 from clipcore.image.loading import PathLike, apply_exif_orientation, check_not_empty, describe, open_image
-from clipcore.image.resample import FILTERS, matches_pillow, one_torch_thread, resize_window, threads_are_per_thread
+from clipcore.image.resample import FILTERS, matches_pillow, resize_window
+from clipcore.threads import one_torch_thread, threads_are_per_thread
 from spec.errors import ClipcoreError, ConfigError, ImageError
 
 __all__ = ["OPENAI_MEAN", "OPENAI_STD", "Preprocess", "normalize_uint8"]

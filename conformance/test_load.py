@@ -242,3 +242,12 @@ def test_load_by_name_through_a_mirror(small_checkpoint, tmp_path, monkeypatch):
     finally:
         download.unregister_checkpoint("tiny-e2e")
     assert model.config == config
+
+
+def test_available_models_are_openais_then_the_bundled_ones():
+    clip = import_openai_clip()
+    names = clipcore.available_models()
+    assert names[: len(clip.available_models())] == clip.available_models()
+    assert names[len(clip.available_models()) :] == ["demo"]
+    model, preprocess = clipcore.load(names[-1], device="cpu")  # bundled: no download, no network
+    assert preprocess.size == model.config.vision.image_size_hw

@@ -27,16 +27,16 @@ Pillow once; callers fall back to Pillow's own resize if it ever fails.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from clipcore.threads import one_torch_thread
 
 PRECISION_BITS = 22  # Pillow: 32 - 8 - 2
 _HALF = 1 << (PRECISION_BITS - 1)
@@ -243,31 +243,6 @@ def resize_window(
         return pixels.view(ny, nx, bands).permute(2, 0, 1)
     columns = pixels.view(ny, c1 - c0, bands).transpose(0, 1).reshape(c1 - c0, ny * bands)
     return resample_rows(columns, xt).view(nx, ny, bands).permute(2, 1, 0)
-
-
-@functools.cache
-def threads_are_per_thread() -> bool:
-    # With ATen's OpenMP backend, set_num_threads sets the calling thread's OpenMP team size.
-    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch ops of this thread single-threaded for a while.
-
-    One image is small work: intra-op threads add sync overhead, and on a busy machine (or with
-    batch workers on every core) they are many times slower. Only done where the setting is
-    per-thread (OpenMP); the previous value is restored.
-    """
-    before = torch.get_num_threads()
-    if before == 1 or not threads_are_per_thread():
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # (source w, h) -> (output w, h): shrinks, growths, one-pass resizes, and both sides of Pillow 13's
