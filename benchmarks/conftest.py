@@ -3,6 +3,7 @@
     pytest benchmarks --quick        # every case once at its smallest size (the CI smoke test, a few minutes)
     pytest benchmarks                # the full run (manual): writes benchmarks/REPORT.md and ratios.png
     pytest benchmarks --report PATH  # write the report there instead (a --quick run writes none by default)
+    pytest benchmarks/bench_load.py  # one area: prints its rows, leaves REPORT.md alone (unless --report)
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ def report_path(config) -> Path | None:
     chosen = config.getoption("--report")
     if chosen:
         return Path(chosen)
-    return None if config.getoption("--quick") else HERE / "REPORT.md"
+    return HERE / "REPORT.md" if whole_suite(config) and not config.getoption("--quick") else None
+
+
+def whole_suite(config) -> bool:
+    """A run of every case (the benchmarks folder, no -k/-m selection): only such a run replaces REPORT.md,
+    so that timing one file (`pytest benchmarks/bench_load.py`) never leaves a partial report behind."""
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    return not config.option.keyword and not config.option.markexpr and all(path == HERE for path in paths)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
