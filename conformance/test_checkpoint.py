@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import re
@@ -292,8 +293,28 @@ def test_safetensors_in_the_stored_dtype_come_from_the_memory_map(tmp_path):
     assert first.data_ptr() == second.data_ptr()  # both views of the one map: no copy was made
     converted = checkpoint.get("a", torch.float16)
     assert converted.data_ptr() != first.data_ptr() and torch.equal(converted, tensors["a"].half())
+    assert checkpoint.maps("a") and not checkpoint.maps("a", torch.float16)
     checkpoint.close()
-    assert torch.equal(first, tensors["a"])  # returned tensors outlive the handle
+    del checkpoint, second
+    gc.collect()
+    assert torch.equal(first, tensors["a"])  # returned tensors outlive the handle (and its map object)
+    first += 1  # the map is copy-on-write: the file never changes
+    assert torch.equal(read_state_dict(path)["a"], tensors["a"])
+    # each tensor is its own view, so a state dict read this way can be saved by safetensors again
+    safetensors.torch.save_file(read_state_dict(path), tmp_path / "again.safetensors")
+
+
+def test_get_into_a_given_tensor(tmp_path):
+    path = tmp_path / "x.safetensors"
+    safetensors.torch.save_file({"a": torch.randn(3, 5), "n": torch.arange(4)}, path)
+    with open_checkpoint(path) as checkpoint:
+        out = torch.empty(3, 5, dtype=checkpoint.dtype_of("a", torch.float64))
+        assert checkpoint.get("a", torch.float64, out=out) is out
+        assert torch.equal(out, checkpoint.get("a").double())
+        assert checkpoint.dtype_of("n", torch.float16) == torch.int64  # integers keep their dtype
+        for bad in (torch.empty(5, 3, dtype=torch.float64), torch.empty(3, 5)):
+            with pytest.raises(CheckpointError, match="out= for 'a'"):
+                checkpoint.get("a", torch.float64, out=bad)
 
 
 # --- unwrapping ----------------------------------------------------------------------------------------------
@@ -355,6 +376,19 @@ def test_openai_root_scalars_become_metadata_in_any_format(tmp_path):
 
 
 # --- the handle ---------------------------------------------------------------------------------------------
+
+
+def test_a_zip_rewritten_in_place_is_read_again(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save({"a": torch.ones(3), "b": torch.zeros(2)}, path)
+    assert detect_format(path) == "torch-zip"
+    open_checkpoint(path).close()  # the directory parse is now cached
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02")  # the last central directory entry; its name starts 46 bytes in
+    data[entry + 46 + 2] ^= 0x01  # same size, same file: only the directory's copy of a name differs
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        open_checkpoint(path)
 
 
 def test_checkpoint_handle(tmp_path):

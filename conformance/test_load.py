@@ -12,6 +12,8 @@ import copy
 import hashlib
 import importlib
 import logging
+import mmap
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,14 +182,58 @@ def test_an_override_contradicting_the_file_is_refused(small_checkpoint):
         clipcore.load(paths["safetensors"], device="cpu", embed_dim=64)
 
 
+def file_mapped_at(address: int) -> str | None:
+    """The file whose memory map holds `address` in this process (Linux), else None."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if start <= address < end:
+            return fields[5] if len(fields) == 6 else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
 def test_safetensors_in_fp32_are_used_without_a_copy(small_checkpoint):
     _, _, paths = small_checkpoint
     model, _ = clipcore.load(paths["safetensors"], device="cpu")
     # The weights live in the file's memory map: no tensor owns a fresh allocation.
-    with clipcore.checkpoint.open_checkpoint(paths["safetensors"]) as checkpoint:
-        mapped = checkpoint.get("visual.proj")
-    assert model.visual.proj.dtype == torch.float32
-    assert torch.equal(model.visual.proj, mapped)
+    tensors = list(model.state_dict().values())
+    assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+    assert {file_mapped_at(t.data_ptr()) for t in tensors if t.numel()} == {str(paths["safetensors"].resolve())}
+    # while a converting load owns every tensor
+    model, _ = clipcore.load(paths["fp16"], device="cpu")
+    assert not {file_mapped_at(t.data_ptr()) for t in model.state_dict().values()} & {str(paths["fp16"].resolve())}
+
+
+def resident_bytes() -> int:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+
+
+def test_page_committer_commits_every_page_before_ready():
+    from clipcore import pages
+
+    if not Path("/proc/self/status").exists() or not pages.populate(torch.empty(1 << 20)):
+        pytest.skip("madvise(MADV_POPULATE_WRITE) needs Linux >= 5.14")
+    # 16 MiB each of never-touched memory (its own mapping: the heap may hand out pages already resident)
+    tensors = [torch.frombuffer(mmap.mmap(-1, 16 << 20), dtype=torch.float32) for _ in range(3)]
+    before = resident_bytes()
+    with pages.PageCommitter(tensors) as committer:
+        committer.ready(2)
+        assert resident_bytes() - before >= 0.95 * 3 * (16 << 20)
+    with pytest.raises(RuntimeError, match="stop"), pages.PageCommitter([torch.empty(1 << 20)] * 50) as committer:
+        raise RuntimeError("stop")  # leaving early stops the thread (and waits for it)
+    assert not committer._thread.is_alive()
+
+
+def test_committing_pages_ahead_changes_nothing_but_time(small_checkpoint, monkeypatch):
+    from clipcore import pages
+
+    _, _, paths = small_checkpoint
+    committed, _ = clipcore.load(paths["fp16"], device="cpu")
+    monkeypatch.setattr(pages, "_MADVISE", None)  # as on a system without madvise(MADV_POPULATE_WRITE)
+    plain, _ = clipcore.load(paths["fp16"], device="cpu")
+    for (key, a), b in zip(committed.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
 
 
 def test_create_model_with_pretrained_weights(small_checkpoint):

@@ -248,6 +248,30 @@ def test_every_shipped_json_parses_and_round_trips():
         assert spec.get_model_config(name) == config, name
 
 
+def test_shipped_shape_index_is_current_and_finds_every_twin():
+    from spec import registry
+
+    shipped = json.loads(registry._SHAPE_INDEX.read_text(encoding="utf-8"))
+    assert shipped == registry.build_shape_index()
+    # the index only narrows the search: the matches are exactly the configs with equal shapes
+    by_shapes = {}
+    for name, config in spec.builtin_configs().items():
+        if not config.is_coca and config.vision.kind != "timm" and config.text.kind != "hf":
+            by_shapes.setdefault(frozenset(spec.shapes_of(config).items()), []).append(name)
+    for names in by_shapes.values():
+        twins = registry.configs_with_shapes_of(spec.get_model_config(names[0]))
+        assert twins == [spec.get_model_config(n) for n in names]
+    assert sum(map(len, by_shapes.values())) == 55
+
+
+def test_a_stale_shape_index_can_only_lose_matches(monkeypatch):
+    from spec import registry
+
+    digest = registry.shapes_digest(spec.shapes_of(spec.get_model_config("RN50")))
+    monkeypatch.setattr(registry, "_shape_index", lambda: {digest: ["RN50", "ViT-B-32"]})
+    assert registry.configs_with_shapes_of(spec.get_model_config("RN50")) == [spec.get_model_config("RN50")]
+
+
 def test_timm_and_hf_fields_are_typed():
     timm = spec.get_model_config("convnext_base")
     assert timm.vision.kind == "timm" and timm.vision.timm_model_name == "convnext_base"

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
-from clipcore.errors import ConfigError, UnsupportedModelError
+from clipcore.errors import ConfigError, ShapeError, UnsupportedModelError
 from clipcore.towers import CLIP, build_model
 from clipcore.towers.layers import LayerNorm
 from clipcore.towers.vit import sincos_2d_table
@@ -382,6 +383,27 @@ def test_assigned_state_dict_leaves_nothing_on_meta():
     assert all(not t.is_meta for t in list(model.parameters()) + list(model.buffers()))
     for (key, ours), theirs in zip(model.state_dict().items(), ref.state_dict().values(), strict=True):
         assert ours.data_ptr() == theirs.data_ptr(), f"{key} was copied, not assigned"
+
+
+def test_assign_is_load_state_dict_with_assign():
+    from clipcore.assemble import assign
+
+    config = OPENAI_LIKE[2]  # ResNet: buffers as well as parameters
+    state = reference_model(config).state_dict()
+    ours, theirs = build_model(config), build_model(config)
+    theirs.visual.conv1.weight.requires_grad_(False)
+    ours.visual.conv1.weight.requires_grad_(False)
+    assign(ours, dict(state))
+    theirs.load_state_dict(dict(state), strict=True, assign=True)
+    for (a_name, a), (b_name, b) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
+        assert a_name == b_name and a is not b and a.data_ptr() == b.data_ptr()
+        assert type(a) is type(b) is nn.Parameter and a.requires_grad == b.requires_grad
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    assert not ours.visual.conv1.weight.requires_grad and not ours.training
+    incomplete = dict(state)
+    del incomplete["visual.bn1.running_mean"]
+    with pytest.raises(ShapeError, match=r"'visual\.bn1\.running_mean' was given no tensor"):
+        assign(build_model(config), incomplete)
 
 
 def test_build_on_a_real_device_and_dtype():

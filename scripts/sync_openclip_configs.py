@@ -38,8 +38,17 @@ def main() -> int:
         "copied unchanged by scripts/sync_openclip_configs.py.\n",
         encoding="utf-8",
     )
-    print(f"wrote {len(files)} configs from open-clip-torch {version} to {TARGET}")
+    write_shape_index()
+    print(f"wrote {len(files)} configs from open-clip-torch {version} to {TARGET}, and their shape index")
     return 0
+
+
+def write_shape_index() -> None:
+    """spec/data/shape_index.json: which configs share which state-dict shapes (read by `infer_config`)."""
+    sys.path.insert(0, str(TARGET.parent.parent))
+    from spec.registry import _SHAPE_INDEX, build_shape_index
+
+    _SHAPE_INDEX.write_text(json.dumps(build_shape_index(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

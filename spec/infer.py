@@ -108,6 +108,9 @@ def shapes_from(shapes: Mapping[str, Any]) -> Shapes:
     for key, value in shapes.items():
         if not isinstance(key, str):
             raise ShapeError(f"state-dict key {key!r} is not a string", fix="keys are dotted parameter names")
+        if type(value) is tuple and all(type(d) is int and d >= 0 for d in value):  # already normal: fast path
+            out[key] = value
+            continue
         shape = getattr(value, "shape", value)
         try:
             dims = tuple(operator.index(d) for d in shape)

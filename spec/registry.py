@@ -9,6 +9,7 @@ folder of files (same schema, validated on the spot) for this process.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from functools import cache
@@ -17,18 +18,24 @@ from pathlib import Path
 from spec.checkpoints import available_models, get_checkpoint
 from spec.config import ClipConfig
 from spec.errors import ConfigError, UnknownModelError, UnsupportedModelError
-from spec.shapes import shapes_of
+from spec.shapes import Shapes, shapes_of
 
 __all__ = [
     "add_model_config",
+    "build_shape_index",
     "builtin_configs",
     "configs_with_shapes_of",
     "get_model_config",
     "list_models",
     "openai_config",
+    "shapes_digest",
 ]
 
 _BUILTIN_DIR = Path(__file__).resolve().parent / "model_configs"
+# Fingerprint of each built-in config's state-dict shapes -> config names (written by
+# scripts/sync_openclip_configs.py; a test keeps it equal to build_shape_index()). Parsing all the configs and
+# computing their shapes on the first load of a process would cost ~0.1 s; the index costs one small read.
+_SHAPE_INDEX = Path(__file__).resolve().parent / "data" / "shape_index.json"
 _user_configs: dict[str, ClipConfig] = {}
 
 
@@ -49,16 +56,23 @@ def _read_config_file(path: Path) -> ClipConfig:
 
 
 @cache
+def _builtin_names() -> tuple[str, ...]:
+    return tuple(sorted((p.stem for p in _BUILTIN_DIR.glob("*.json")), key=_natural_key))
+
+
+@cache
+def _builtin_config(name: str) -> ClipConfig:
+    return _read_config_file(_BUILTIN_DIR / f"{name}.json")
+
+
 def builtin_configs() -> dict[str, ClipConfig]:
     """The configs open-clip-torch ships, by name, in OpenCLIP's order. Constant data."""
-    configs = {p.stem: _read_config_file(p) for p in _BUILTIN_DIR.glob("*.json")}
-    return {k: configs[k] for k in sorted(configs, key=_natural_key)}
+    return {name: _builtin_config(name) for name in _builtin_names()}
 
 
 def list_models() -> list[str]:
     """Every config name known in this process: the built-in ones and those added with `add_model_config`."""
-    names = {**builtin_configs(), **_user_configs}
-    return sorted(names, key=_natural_key)
+    return sorted({*_builtin_names(), *_user_configs}, key=_natural_key)
 
 
 def add_model_config(path: str | Path) -> list[str]:
@@ -98,8 +112,8 @@ def openai_config(name: str) -> ClipConfig:
 def _lookup(name: str) -> ClipConfig:
     if name in _user_configs:
         return _user_configs[name]
-    if name in builtin_configs():
-        return builtin_configs()[name]
+    if name in _builtin_names():
+        return _builtin_config(name)
     close = difflib.get_close_matches(name, list_models() + available_models(), n=3)
     raise UnknownModelError(
         f"no model config is called {name!r}",
@@ -107,18 +121,37 @@ def _lookup(name: str) -> ClipConfig:
     )
 
 
-@cache
-def _builtin_by_shapes() -> dict[frozenset, list[ClipConfig]]:
-    index: dict[frozenset, list[ClipConfig]] = {}
-    for config in builtin_configs().values():
+def shapes_digest(shapes: Shapes) -> str:
+    """A fingerprint of a state dict's keys and shapes, independent of key order."""
+    text = "\n".join(f"{key}:{','.join(map(str, shape))}" for key, shape in sorted(shapes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_shape_index() -> dict[str, list[str]]:
+    """Shapes fingerprint -> the built-in configs with those shapes (what data/shape_index.json holds)."""
+    index: dict[str, list[str]] = {}
+    for name, config in builtin_configs().items():
         try:
-            key = frozenset(shapes_of(config).items())
+            digest = shapes_digest(shapes_of(config))
         except UnsupportedModelError:  # timm / Hugging Face / CoCa towers have no spec-level shapes
             continue
-        index.setdefault(key, []).append(config)
+        index.setdefault(digest, []).append(name)
     return index
+
+
+@cache
+def _shape_index() -> dict[str, list[str]]:
+    try:
+        return json.loads(_SHAPE_INDEX.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"cannot read the built-in configs' shape index {str(_SHAPE_INDEX)!r}: {e}",
+            fix="reinstall clipcore, or regenerate it with scripts/sync_openclip_configs.py",
+        ) from None
 
 
 def configs_with_shapes_of(config: ClipConfig) -> list[ClipConfig]:
     """The built-in configs whose state dicts have exactly the keys and shapes of `config`'s."""
-    return list(_builtin_by_shapes().get(frozenset(shapes_of(config).items()), []))
+    shapes = shapes_of(config)
+    candidates = [_builtin_config(name) for name in _shape_index().get(shapes_digest(shapes), [])]
+    return [c for c in candidates if shapes_of(c) == shapes]  # the fingerprint narrows; equality decides

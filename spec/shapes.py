@@ -8,6 +8,8 @@ reading a single tensor.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from spec.config import ClipConfig, TextConfig, VisionConfig
 from spec.errors import UnsupportedModelError
 
@@ -18,6 +20,11 @@ Shapes = dict[str, tuple[int, ...]]
 
 def shapes_of(config: ClipConfig) -> Shapes:
     """Every state-dict key of the model `config` describes, with its shape."""
+    return dict(_shapes_of(config))  # a copy: the caller may change it
+
+
+@lru_cache(maxsize=64)  # configs are frozen; one load asks for the same config's shapes several times
+def _shapes_of(config: ClipConfig) -> Shapes:
     if config.is_coca:
         raise UnsupportedModelError(
             "CoCa models (a config with multimodal_cfg) are not CLIP models; clipcore does not build them",

@@ -28,6 +28,10 @@ class Entry:
     def read_into(self, out: torch.Tensor) -> None:
         out.copy_(self.read(self.dtype))
 
+    def maps(self, dtype: torch.dtype) -> bool:
+        """Whether `read(dtype)` returns a view of a memory-mapped file (no new memory) rather than a copy."""
+        return False
+
 
 def extent(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
     """How many storage elements a strided view touches, from its first element to its last."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import threading
@@ -37,6 +38,7 @@ class RandomAccessFile:
         self._lock = threading.Lock()  # seek + read must not interleave between threads
         self._map: mmap.mmap | None = None
         self._map_tried = False
+        self._views_map: mmap.mmap | None = None  # see view(): never released page by page
 
     def _check_range(self, offset: int, n: int, what: str) -> None:
         if offset < 0 or n < 0 or offset + n > self.size:
@@ -95,6 +97,31 @@ class RandomAccessFile:
             start = offset - offset % mmap.PAGESIZE
             mapping.madvise(mmap.MADV_DONTNEED, start, offset + n - start)
 
+    def view(self, offset: int, shape: tuple[int, ...], dtype: torch.dtype, what: str) -> torch.Tensor | None:
+        """The dense tensor of `shape` and `dtype` stored at `offset`, as a view of the file: no copy.
+
+        The view is backed by a copy-on-write map of the whole file, shared by all views and alive as long as
+        any is (writing to a view never changes the file). None where the file cannot be mapped or `offset`
+        is not a multiple of the dtype's size (the caller then reads a copy).
+        """
+        count = math.prod(shape)
+        self._check_range(offset, count * dtype.itemsize, what)
+        if not count or offset % dtype.itemsize:
+            return None
+        with self._lock:
+            if self._file.closed:
+                raise CheckpointError(f"{self.path}: the checkpoint was closed", fix="read tensors before close()")
+            if self._views_map is None and self.size:
+                with contextlib.suppress(OSError, ValueError):
+                    self._views_map = mmap.mmap(self._file.fileno(), self.size, access=mmap.ACCESS_COPY)
+            mapping = self._views_map
+        if mapping is None:
+            return None
+        try:
+            return torch.frombuffer(mapping, dtype=dtype, count=count, offset=offset).view(shape)
+        except (TypeError, ValueError, RuntimeError):  # a dtype this torch cannot view a buffer as
+            return None
+
     def _mapping(self) -> mmap.mmap | None:
         with self._lock:
             if self._file.closed:
@@ -114,6 +141,9 @@ class RandomAccessFile:
     def close(self) -> None:
         with self._lock:
             if self._map is not None:
-                with contextlib.suppress(BufferError):  # a view still alive: the map goes with it
+                with contextlib.suppress(BufferError):
                     self._map.close()
+            # Never closed here: torch.frombuffer keeps the map object alive, but not locked, so closing it
+            # would unmap memory that views still use. It is unmapped when the last view is gone.
+            self._views_map = None
             self._file.close()

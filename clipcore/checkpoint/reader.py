@@ -44,17 +44,43 @@ class Checkpoint:
     def dtypes(self) -> dict[str, torch.dtype]:
         return {key: entry.dtype for key, entry in self._entries.items()}
 
-    def get(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The tensor called `key`, read now; floating-point tensors converted to `dtype` if given."""
+    def get(self, key: str, dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor called `key`, read now; floating-point tensors converted to `dtype` if given.
+
+        With `out` (a CPU tensor of the key's shape and of dtype `dtype_of(key, dtype)`), the values are
+        written into it and it is returned.
+        """
+        entry = self._entry(key)
+        if self._closed:
+            raise CheckpointError(f"{self.path}: the checkpoint was closed", fix="read tensors before close()")
+        dtype = _target_dtype(entry.dtype, dtype)
+        if out is None:
+            return entry.read(dtype)
+        if tuple(out.shape) != tuple(entry.shape) or out.dtype != dtype or out.device.type != "cpu":
+            raise CheckpointError(
+                f"out= for {key!r} is a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device}",
+                fix=f"pass a CPU tensor of shape {tuple(entry.shape)} and dtype {dtype}",
+            )
+        entry.read_into(out)
+        return out
+
+    def dtype_of(self, key: str, dtype: torch.dtype | None = None) -> torch.dtype:
+        """The dtype `get(key, dtype)` returns (integer tensors keep theirs)."""
+        return _target_dtype(self._entry(key).dtype, dtype)
+
+    def maps(self, key: str, dtype: torch.dtype | None = None) -> bool:
+        """Whether `get(key, dtype)` is a view of the file's memory map, i.e. needs no new memory."""
+        entry = self._entry(key)
+        return entry.maps(_target_dtype(entry.dtype, dtype))
+
+    def _entry(self, key: str) -> Entry:
         entry = self._entries.get(key) if isinstance(key, str) else None
         if entry is None:
             close = difflib.get_close_matches(str(key), self._entries, n=3)
             raise CheckpointError(f"{self.path} has no tensor called {key!r}"
                                   + (f" (close: {', '.join(close)})" if close else ""),
                                   fix="see .keys() for the names this checkpoint holds")
-        if self._closed:
-            raise CheckpointError(f"{self.path}: the checkpoint was closed", fix="read tensors before close()")
-        return entry.read(_target_dtype(entry.dtype, dtype))
+        return entry
 
     def to_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         return {key: self.get(key, dtype) for key in self._entries}
@@ -130,9 +156,9 @@ def _open_file(path: Path) -> Opened:
     file = RandomAccessFile(path)
     try:
         if fmt == "safetensors":
-            entries, header_metadata, handle = open_safetensors(file)
+            entries, header_metadata = open_safetensors(file)
             metadata = {"safetensors": header_metadata} if header_metadata else {}
-            return fmt, entries, metadata, [file.close, lambda: handle.__exit__(None, None, None)]
+            return fmt, entries, metadata, [file.close]
         extras: dict = {}
         if fmt == "torch-legacy":
             root, to_entry = open_legacy(file)

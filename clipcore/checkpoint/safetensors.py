@@ -1,4 +1,4 @@
-"""safetensors files: the header is checked here before the library opens the file memory-mapped.
+"""safetensors files: the header is checked here, byte by byte, and tensors are views of a memory map.
 
 Layout: an 8-byte little-endian header length N, N bytes of JSON ({name: {dtype, shape, data_offsets}},
 plus an optional "__metadata__" of strings), then the data, every byte of which belongs to exactly one
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from clipcore.checkpoint.dtypes import SAFETENSORS_DTYPES
 from clipcore.checkpoint.entries import Entry, StoredTensor
@@ -29,8 +28,6 @@ MAX_NDIM = 64
 @dataclass(eq=False)
 class SafetensorsTensor(Entry):
     stored: StoredTensor
-    handle: Any  # the library's safe_open object, holding the memory map
-    name: str
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -42,14 +39,17 @@ class SafetensorsTensor(Entry):
 
     def read(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype == self.dtype:
-            try:
-                return self.handle.get_tensor(self.name)  # a view of the memory map: no copy
-            except Exception:  # a dtype this safetensors build cannot map: the header was checked, read it
-                pass
+            stored = self.stored
+            view = stored.file.view(stored.offset, stored.shape, stored.dtype, stored.what)  # no copy
+            if view is not None:
+                return view
         return self.stored.read(dtype)
 
     def read_into(self, out: torch.Tensor) -> None:
         self.stored.read_into(out)  # through a scratch buffer, so no mapped page stays resident
+
+    def maps(self, dtype: torch.dtype) -> bool:
+        return dtype == self.dtype
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -114,18 +114,18 @@ def _check_tensor(path: Any, name: str, info: Any) -> tuple[int, int]:
     return offsets[0], offsets[1]
 
 
-def open_safetensors(file: RandomAccessFile) -> tuple[dict[str, Entry], dict[str, str], Any]:
-    """(entries, __metadata__, the library handle to keep open)."""
+def open_safetensors(file: RandomAccessFile) -> tuple[dict[str, Entry], dict[str, str]]:
+    """(entries, __metadata__) of a safetensors file, its header checked byte by byte.
+
+    Tensors read in their stored dtype are views of a memory map of the file (as the safetensors library
+    gives them, and ~5x cheaper per tensor than asking it, which matters for models of 500 tensors).
+    """
     header, metadata, data_start = read_header(file)
-    try:
-        handle = safe_open(str(file.path), framework="pt", device="cpu")
-    except Exception as exc:
-        raise damaged(file.path, f"safetensors refused it ({exc})") from None
     entries: dict[str, Entry] = {}
     for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):  # file order
         shape = tuple(info["shape"])
         stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
         stored = StoredTensor(file, data_start + info["data_offsets"][0], shape, stride,
                               SAFETENSORS_DTYPES[info["dtype"]], f"tensor {name!r}")
-        entries[name] = SafetensorsTensor(stored, handle, name)
-    return entries, metadata, handle
+        entries[name] = SafetensorsTensor(stored)
+    return entries, metadata

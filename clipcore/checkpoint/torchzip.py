@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import struct
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -70,13 +71,19 @@ class ZipArchive:
                 raise damaged(self.path, f"member {name!r} declares data up to byte {end}, which runs into {where}")
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
-        header = self.file.read(info.header_offset, _LOCAL_HEADER.size, f"the local header of {info.filename!r}")
-        fields = _LOCAL_HEADER.unpack(header)
+        # One read for the header and the name the directory expects (a model has hundreds of members).
+        expected = len(info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"))
+        size = min(_LOCAL_HEADER.size + expected, self.file.size - info.header_offset)
+        block = self.file.read(info.header_offset, max(size, _LOCAL_HEADER.size),
+                               f"the local header of {info.filename!r}")
+        fields = _LOCAL_HEADER.unpack(block[: _LOCAL_HEADER.size])
         signature, flags, name_length, extra_length = fields[0], fields[2], fields[9], fields[10]
         if signature != b"PK\x03\x04":
             raise damaged(self.path, f"the zip directory points member {info.filename!r} at byte "
                                      f"{info.header_offset}, where there is no member header")
-        name = self.file.read(info.header_offset + _LOCAL_HEADER.size, name_length, "a member name")
+        name = block[_LOCAL_HEADER.size :]
+        if len(name) != name_length:
+            name = self.file.read(info.header_offset + _LOCAL_HEADER.size, name_length, "a member name")
         if name.decode("utf-8" if flags & 0x800 else "cp437", "replace") != info.orig_filename:
             raise damaged(self.path, f"the member header at byte {info.header_offset} names {name!r}, "
                                      f"the zip directory {info.orig_filename!r}")
@@ -111,12 +118,40 @@ class ZipArchive:
 def central_directory(path: Path) -> tuple[list[zipfile.ZipInfo], int]:
     """The members, and where the central directory (the end of the members' data) starts."""
     try:
-        with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
-            return archive.infolist(), archive.start_dir
+        with open(path, "rb") as handle:
+            with _DIRECTORIES_LOCK:
+                cached = _DIRECTORIES.get(path)
+            if cached is not None and _tail(handle, cached[1]) == cached[2]:
+                return list(cached[0]), cached[1]
+            with zipfile.ZipFile(handle) as archive:
+                infos, start = archive.infolist(), archive.start_dir
+            tail = _tail(handle, start)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}", fix="check the path") from None
     except Exception as exc:  # zipfile raises BadZipFile, ValueError, struct.error, ... on a damaged directory
         raise damaged(path, f"the zip directory is unreadable ({type(exc).__name__}: {exc})") from None
+    if tail is not None:
+        with _DIRECTORIES_LOCK:
+            _DIRECTORIES.pop(path, None)
+            _DIRECTORIES[path] = (tuple(infos), start, tail)
+            while len(_DIRECTORIES) > 4:
+                del _DIRECTORIES[next(iter(_DIRECTORIES))]
+    return infos, start
+
+
+# Detecting the format and opening the archive both need the directory (slow to parse for a model's hundreds
+# of members): the last few parses are kept with the bytes they came from, everything from the directory's
+# start to the end of the file, and reused only while those bytes are unchanged.
+_DIRECTORIES: dict[Path, tuple[tuple[zipfile.ZipInfo, ...], int, bytes]] = {}
+_DIRECTORIES_LOCK = threading.Lock()
+MAX_CACHED_DIRECTORY_BYTES = 1 << 22
+
+
+def _tail(handle: Any, start: int) -> bytes | None:
+    """The file's bytes from `start` to its end; None (not cached) when there are too many."""
+    handle.seek(start)
+    tail = handle.read(MAX_CACHED_DIRECTORY_BYTES + 1)
+    return tail if len(tail) <= MAX_CACHED_DIRECTORY_BYTES else None
 
 
 def _check_name(path: Path, name: str) -> None:

@@ -33,7 +33,30 @@ NormFactory = Callable[[int], nn.Module]
 ActFactory = Callable[[], nn.Module]
 
 
-class LayerNorm(nn.LayerNorm):
+class NoInitOnMeta:
+    """Mixin for torch's layers, which initialise their tensors in the constructor: on the meta device, where
+    `build_model` builds every tower, there is nothing to initialise, and skipping it halves build time. On a
+    real device `reset_parameters()` (which `init_weights()` calls) initialises as torch does."""
+
+    def reset_parameters(self) -> None:
+        first = next((t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None), None)
+        if first is None or not first.is_meta:
+            super().reset_parameters()
+
+
+class Linear(NoInitOnMeta, nn.Linear):
+    """torch's Linear, not initialised on the meta device."""
+
+
+class Conv2d(NoInitOnMeta, nn.Conv2d):
+    """torch's Conv2d, not initialised on the meta device."""
+
+
+class BatchNorm2d(NoInitOnMeta, nn.BatchNorm2d):
+    """torch's BatchNorm2d, not initialised on the meta device."""
+
+
+class LayerNorm(NoInitOnMeta, nn.LayerNorm):
     """LayerNorm whose statistics are always computed in float32; the result has the input's dtype.
 
     This is what OpenAI's LayerNorm and OpenCLIP's LayerNormFp32 do, so an fp16/bf16 model keeps fp32
@@ -151,7 +174,7 @@ class Attention(nn.Module):
         self.ln_q = norm(self.head_dim) if qk_norm else nn.Identity()
         self.ln_k = norm(self.head_dim) if qk_norm else nn.Identity()
         self.ln_inner = norm(dim) if inner_norm else nn.Identity()
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, dim) -> (B, heads, L, head_dim)
@@ -276,10 +299,10 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(
             OrderedDict(
                 [
-                    ("c_fc", nn.Linear(width, mlp_width)),
+                    ("c_fc", Linear(width, mlp_width)),
                     ("gelu", act()),
                     ("ln", norm(mlp_width) if custom and scale_fc else nn.Identity()),
-                    ("c_proj", nn.Linear(mlp_width, width)),
+                    ("c_proj", Linear(mlp_width, width)),
                 ]
             )
         )

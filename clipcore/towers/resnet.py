@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipcore.errors import ConfigError
-from clipcore.towers.layers import init_linear_default, init_norm
+from clipcore.towers.layers import BatchNorm2d, Conv2d, Linear, init_linear_default, init_norm
 from spec.config import VisionConfig
 
 EXPANSION = 4  # a bottleneck's output has 4x its inner width
@@ -68,13 +68,13 @@ class Bottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv1 = Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(planes)
         self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
-        self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * EXPANSION)
+        self.conv3 = Conv2d(planes, planes * EXPANSION, 1, bias=False)
+        self.bn3 = BatchNorm2d(planes * EXPANSION)
         self.downsample: nn.Sequential | None = None
         if stride > 1 or inplanes != planes * EXPANSION:
             # Keys "-1" (no parameters), "0", "1", as in OpenAI's checkpoints.
@@ -82,8 +82,8 @@ class Bottleneck(nn.Module):
                 OrderedDict(
                     [
                         ("-1", nn.AvgPool2d(stride) if stride > 1 else nn.Identity()),
-                        ("0", nn.Conv2d(inplanes, planes * EXPANSION, 1, bias=False)),
-                        ("1", nn.BatchNorm2d(planes * EXPANSION)),
+                        ("0", Conv2d(inplanes, planes * EXPANSION, 1, bias=False)),
+                        ("1", BatchNorm2d(planes * EXPANSION)),
                     ]
                 )
             )
@@ -113,10 +113,10 @@ class AttentionPool2d(nn.Module):
         super().__init__()
         self.dim, self.heads = dim, heads
         self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, dim))
-        self.k_proj = nn.Linear(dim, dim)
-        self.q_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.c_proj = nn.Linear(dim, output_dim)
+        self.k_proj = Linear(dim, dim)
+        self.q_proj = Linear(dim, dim)
+        self.v_proj = Linear(dim, dim)
+        self.c_proj = Linear(dim, output_dim)
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, L, head_dim)
@@ -145,12 +145,12 @@ class ModifiedResNet(nn.Module):
         super().__init__()
         width = cfg.width
         self.image_size = cfg.image_size
-        self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width // 2)
-        self.conv2 = nn.Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width // 2)
-        self.conv3 = nn.Conv2d(width // 2, width, kernel_size=3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
+        self.conv1 = Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = BatchNorm2d(width // 2)
+        self.conv2 = Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
+        self.bn2 = BatchNorm2d(width // 2)
+        self.conv3 = Conv2d(width // 2, width, kernel_size=3, padding=1, bias=False)
+        self.bn3 = BatchNorm2d(width)
         self.avgpool = nn.AvgPool2d(2)
 
         inplanes = width

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from clipcore.errors import ConfigError
-from clipcore.towers.layers import Transformer, act_factory, init_norm, norm_factory, unfreeze
+from clipcore.towers.layers import Linear, Transformer, act_factory, init_norm, norm_factory, unfreeze
 from spec.config import TextConfig
 
 # Registration order of the parts, as in the reference (it fixes the order of named_parameters()).
@@ -56,7 +56,7 @@ class TextEncoder(nn.Module):
         if cfg.proj_type == "none":
             projection = None
         elif cfg.proj_bias:
-            projection = nn.Linear(width, embed_dim)
+            projection = Linear(width, embed_dim)
         else:
             projection = nn.Parameter(torch.empty(width, embed_dim))
         parts = {

@@ -10,6 +10,7 @@ from torch import nn
 from clipcore.errors import ConfigError, UnsupportedModelError
 from clipcore.towers.layers import (
     AttentionalPooler,
+    Conv2d,
     PatchDropout,
     Transformer,
     act_factory,
@@ -74,7 +75,7 @@ class VisionTransformer(nn.Module):
                 fix="use attentional_pool=True, or a width equal to embed_dim",
             )
 
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.conv1 = Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(width))
         # The sine-cosine table is fixed, but the reference keeps it as a (frozen) parameter in the state dict.
         self.positional_embedding = nn.Parameter(
