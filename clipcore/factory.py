@@ -22,6 +22,7 @@ raises a clipcore error instead.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from clipcore.checkpoint import Checkpoint, open_checkpoint
 from clipcore.errors import CheckpointError, ConfigError, ShapeError, UnknownModelError
@@ -261,6 +263,38 @@ def _checkpoint_key(key: str, available: set[str]) -> str | None:
     return None
 
 
+def fit_positions(model: CLIP, key: str, table: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """A position table resized to `shape` as OpenCLIP's `load_checkpoint` does (so that `force_image_size`
+    and `force_context_length` work with pretrained weights); None where `key` is no resizable table.
+
+    The image grid is interpolated bicubically (antialiased) from a square grid, the class token kept as it is;
+    the text positions linearly. Only the number of positions may change, never the width. The arithmetic is
+    float32's (what the reference computes for float32 files; for half-precision ones torch's CPU kernels have
+    no bicubic), and the result has the file's dtype.
+    """
+    if table.ndim != 2 or len(shape) != 2 or table.shape[1] != shape[1]:
+        return None
+    fitted = _fit_positions(model, key, table.float(), shape)
+    return None if fitted is None else fitted.to(table.dtype)
+
+
+def _fit_positions(model: CLIP, key: str, table: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    width = shape[1]
+    if key == "visual.positional_embedding":
+        grid = getattr(model.visual, "grid_size", None)  # ViT towers only, as in the reference
+        side = math.isqrt(table.shape[0] - 1)
+        if grid is None or side * side != table.shape[0] - 1:
+            return None
+        patches = table[1:].reshape(1, side, side, width).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=tuple(grid), mode="bicubic", antialias=True, align_corners=False)
+        return torch.cat([table[:1], patches.permute(0, 2, 3, 1).reshape(-1, width)])
+    if key in ("positional_embedding", "text.positional_embedding"):
+        rows = table.reshape(1, table.shape[0], width).permute(0, 2, 1)
+        rows = F.interpolate(rows, size=shape[0], mode="linear", antialias=False, align_corners=False)
+        return rows.permute(0, 2, 1)[0].contiguous()
+    return None
+
+
 def read_state(model: CLIP, checkpoint: Checkpoint, rule, device: torch.device) -> dict[str, torch.Tensor]:
     """`model`'s state dict from `checkpoint`, every key and shape checked, in the dtypes `rule` gives."""
     wanted = model.state_dict()
@@ -279,6 +313,8 @@ def read_state(model: CLIP, checkpoint: Checkpoint, rule, device: torch.device) 
         if tuple(tensor.shape) != tuple(like.shape):
             if tensor.numel() == like.numel() == 1:  # scalar vs [1] logit scale/bias, reshaped as the reference
                 tensor = tensor.reshape(like.shape)
+            elif (fitted := fit_positions(model, key, checkpoint.get(source), tuple(like.shape))) is not None:
+                tensor = fitted.to(rule(key))  # fitted in the stored dtype, as the reference does
             else:
                 wrong.append(f"{key}: file {tuple(tensor.shape)}, model {tuple(like.shape)}")
                 continue

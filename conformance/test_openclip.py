@@ -237,6 +237,30 @@ def test_overrides_and_preprocess_follow_the_reference(tiny_name):
         clipcore.create_model(tiny_name, no_such_option=1)
 
 
+@pytest.mark.parametrize("forced", [{"force_image_size": 48}, {"force_image_size": (48, 64), "precision": "bf16"},
+                                    {"force_context_length": 9}, {"force_image_size": 24, "force_context_length": 30}])
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16])
+def test_pretrained_position_tables_are_fitted_to_forced_sizes(tiny_name, tmp_path, forced, stored):
+    state = {k: v.to(stored) if v.is_floating_point() else v
+             for k, v in perturbed_reference(small()).state_dict().items()}
+    path, upcast = tmp_path / "weights.safetensors", tmp_path / "fp32.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    safetensors.torch.save_file({k: v.float().contiguous() for k, v in state.items()}, str(upcast))
+    ours = clipcore.create_model(tiny_name, pretrained=str(path), **forced).state_dict()
+    # The reference fits in the file's dtype, which torch's CPU bicubic lacks for bfloat16: it gets the same
+    # values in float32, and its fitted tables are rounded to the file's dtype here.
+    theirs = open_clip.create_model(tiny_name, pretrained=str(upcast), **forced).state_dict()
+    assert list(ours) == list(theirs)
+    for key, value in ours.items():
+        expected = theirs[key]
+        if key.endswith("positional_embedding"):
+            expected = expected.to(stored).to(expected.dtype)
+        assert value.dtype == expected.dtype and torch.equal(value, expected), key
+    size = forced.get("force_image_size", 32)
+    height, width = (size, size) if isinstance(size, int) else size
+    assert ours["visual.positional_embedding"].shape[0] == 1 + (height // 8) * (width // 8)  # patch size 8
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "pure_fp16", "pure_bf16", "amp", "fp32"])
 def test_precision_dtypes_follow_the_reference(tiny_name, precision):
     ours = clipcore.create_model(tiny_name, precision=precision)

@@ -225,6 +225,14 @@ def test_impossible_values_name_the_field_and_what_is_allowed(make, field):
     assert "fix:" in str(info.value)
 
 
+def test_a_resnet_has_no_patch_size_however_it_is_built():
+    built = ClipConfig(embed_dim=1024, quick_gelu=True,
+                       vision=VisionConfig(layers=(3, 4, 6, 3), width=64, head_width=64, patch_size=32),
+                       text=TextConfig(width=512, heads=8, layers=12))
+    assert built.vision.patch_size is None
+    assert built == spec.openai_config("RN50") == spec.infer_config(spec.shapes_of(built)).replace(assumed=())
+
+
 def test_configs_are_frozen_and_hashable():
     config = spec.get_model_config("ViT-B/32")
     with pytest.raises(dataclasses.FrozenInstanceError):

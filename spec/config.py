@@ -233,6 +233,8 @@ class VisionConfig:
     def __post_init__(self) -> None:
         _normalise_fields(self, floats=("mlp_ratio", "patch_dropout", "timm_drop"))
         _validate(self, _VISION_RULES, "vision")
+        if self.kind == "resnet":  # no patches: one spelling (None), so that equal towers compare equal
+            object.__setattr__(self, "patch_size", None)
         if self.kind == "vit":
             _validate(self, {"patch_size": _positive_int}, "vision")
             for side in self.image_size_hw:
